@@ -1,0 +1,36 @@
+"""pinrel: search relevance with an LLM teacher, pseudo-labels at scale and a fast distilled student.
+
+The flow runs one way: assemble -> features/batches -> teacher -> labels -> student -> serve.
+Importing pinrel never imports Ray; only the training and serving entry points do.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from .assembly import ITEM_FIELDS, AssemblySpec, assemble, assemble_pairs, clean_text
+from .batching import bucket_batches, get_num_threads, pad, padding_waste, set_num_threads
+from .features import MATCH_FEATURE_NAMES, Bm25Index, FeatureHasher
+
+try:
+    __version__ = _version("pinrel")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "ITEM_FIELDS",
+    "MATCH_FEATURE_NAMES",
+    "AssemblySpec",
+    "Bm25Index",
+    "FeatureHasher",
+    "__version__",
+    "assemble",
+    "assemble_pairs",
+    "bucket_batches",
+    "clean_text",
+    "get_num_threads",
+    "pad",
+    "padding_waste",
+    "set_num_threads",
+]

@@ -1,0 +1,46 @@
+"""Item text assembly: one rich text per item, the input of both teacher and student."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import _native
+from ._native import AssemblySpec
+
+ITEM_FIELDS: tuple[str, ...] = (*_native.ITEM_FIELDS, "lang")
+
+__all__ = ["ITEM_FIELDS", "AssemblySpec", "assemble", "assemble_pairs", "clean_text"]
+
+
+def _native_items(items: Any) -> Any:
+    """Pass lists through; turn Arrow tables into a dict of columns, never into per-row dicts."""
+    module = type(items).__module__
+    if module.startswith("pyarrow") and hasattr(items, "column_names") and hasattr(items, "column"):
+        names = [n for n in items.column_names if n in ITEM_FIELDS]
+        if not names:
+            raise ValueError(
+                f"items: the Arrow table has none of the item fields {list(ITEM_FIELDS)}; "
+                f"its columns are {items.column_names}"
+            )
+        return {n: items.column(n).to_pylist() for n in names}
+    if isinstance(items, (list, tuple)):
+        return items
+    raise TypeError(f"items: expected a list of dicts or a pyarrow Table/RecordBatch, got {type(items).__name__}")
+
+
+def assemble(items: Sequence[dict[str, Any]] | Any, spec: AssemblySpec | None = None) -> list[str]:
+    """Build one cleaned, budgeted text per item (see `AssemblySpec` for the rules)."""
+    return _native.assemble(_native_items(items), spec)
+
+
+def assemble_pairs(
+    queries: Sequence[str], items: Sequence[dict[str, Any]] | Any, spec: AssemblySpec | None = None
+) -> list[str]:
+    """Cross-encoder inputs: `query_label + query + pair_separator + item text`, one per pair."""
+    return _native.assemble_pairs(list(queries) if isinstance(queries, tuple) else queries, _native_items(items), spec)
+
+
+def clean_text(texts: Any) -> Any:
+    """The cleaning `assemble` applies to every field (HTML, entities, NFKC, control chars, spaces)."""
+    return _native.clean_text(texts)

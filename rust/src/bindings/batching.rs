@@ -1,0 +1,119 @@
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::errors::{to_py, type_error, value_error};
+use super::extract::{non_empty, sequence, type_name, usize_arg};
+use crate::core::batching;
+
+/// Lengths from a list of ints or a 1-D numpy array (integer or float; floats must be whole).
+fn lengths_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
+    if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
+        return arr
+            .as_slice()?
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                usize::try_from(v).map_err(|_| value_error(&format!("lengths[{i}]"), format!("must be >= 0, got {v}")))
+            })
+            .collect();
+    }
+    if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, f64>>() {
+        return arr
+            .as_slice()?
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let arg = format!("lengths[{i}]");
+                if !v.is_finite() {
+                    Err(value_error(&arg, format!("must be a finite integer, got {v}")))
+                } else if v < 0.0 || v.fract() != 0.0 {
+                    Err(value_error(&arg, format!("must be a non-negative integer, got {v}")))
+                } else {
+                    Ok(v as usize)
+                }
+            })
+            .collect();
+    }
+    if obj.hasattr("dtype")? && !obj.is_instance_of::<PyList>() {
+        return Err(type_error("lengths", "a 1-D array of int64 or float64 (or a list of int)", &type_name(obj)));
+    }
+    sequence(obj, "lengths")?.iter().enumerate().map(|(i, v)| usize_arg(v, &format!("lengths[{i}]"))).collect()
+}
+
+#[pyfunction]
+#[pyo3(signature = (lengths, max_tokens, max_batch_size = None))]
+fn bucket_batches<'py>(
+    py: Python<'py>,
+    lengths: &Bound<'py, PyAny>,
+    max_tokens: &Bound<'py, PyAny>,
+    max_batch_size: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Vec<Bound<'py, PyArray1<i64>>>> {
+    let lengths = non_empty(lengths_arg(lengths)?, "lengths")?;
+    let max_tokens = usize_arg(max_tokens, "max_tokens")?;
+    let max_batch_size = match max_batch_size {
+        Some(v) => usize_arg(v, "max_batch_size")?,
+        None => 256,
+    };
+    let batches = py.detach(|| batching::bucket_batches(&lengths, max_tokens, max_batch_size)).map_err(to_py)?;
+    Ok(batches
+        .into_iter()
+        .map(|b| b.into_iter().map(|i| i as i64).collect::<Vec<_>>().into_pyarray(py))
+        .collect())
+}
+
+#[pyfunction]
+fn padding_waste(lengths: &Bound<'_, PyAny>, batches: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let lengths = lengths_arg(lengths)?;
+    let mut parsed = Vec::new();
+    for (b, batch) in sequence(batches, "batches")?.iter().enumerate() {
+        let idx = lengths_arg(batch).map_err(|e| value_error(&format!("batches[{b}]"), e))?;
+        if let Some(&bad) = idx.iter().find(|&&i| i >= lengths.len()) {
+            return Err(value_error(&format!("batches[{b}]"), format!("index {bad} out of range for {} lengths", lengths.len())));
+        }
+        parsed.push(idx);
+    }
+    Ok(batching::padding_waste(&lengths, &parsed))
+}
+
+#[pyfunction]
+#[pyo3(signature = (token_id_lists, pad_id = 0))]
+fn pad<'py>(
+    py: Python<'py>,
+    token_id_lists: &Bound<'py, PyAny>,
+    pad_id: i64,
+) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<i64>>)> {
+    let rows = non_empty(sequence(token_id_lists, "token_id_lists")?, "token_id_lists")?;
+    let mut seqs = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let arg = format!("token_id_lists[{i}]");
+        let ids: Vec<i64> = if let Ok(arr) = row.extract::<PyReadonlyArray1<'_, i64>>() {
+            arr.as_slice()?.to_vec()
+        } else {
+            sequence(row, &arg)?
+                .iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    if v.is_instance_of::<pyo3::types::PyBool>() || !v.is_instance_of::<pyo3::types::PyInt>() {
+                        return Err(type_error(&format!("{arg}[{j}]"), "int", &type_name(v)));
+                    }
+                    v.extract::<i64>().map_err(|_| value_error(&format!("{arg}[{j}]"), "does not fit in int64"))
+                })
+                .collect::<PyResult<_>>()?
+        };
+        seqs.push(ids);
+    }
+    let n = seqs.len();
+    let (ids, mask, width) = py.detach(|| batching::pad(&seqs, pad_id));
+    // from_vec hands the Vec's buffer to numpy; reshape makes a view, so no element is copied.
+    let ids = ids.into_pyarray(py).reshape([n, width])?;
+    let mask = mask.into_pyarray(py).reshape([n, width])?;
+    Ok((ids, mask))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(bucket_batches, m)?)?;
+    m.add_function(wrap_pyfunction!(padding_waste, m)?)?;
+    m.add_function(wrap_pyfunction!(pad, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Argument extraction with messages that name the argument and the index of a bad element.
+//! pyo3's generic conversions say only "cannot convert"; users need to know *which* element.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+use super::errors::{type_error, value_error};
+
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_string())
+}
+
+/// Borrow a Python str as UTF-8. Lone surrogates cannot be encoded, so they are reported as a
+/// ValueError that names the argument rather than leaking a UnicodeEncodeError from deep inside.
+pub fn as_str<'a>(obj: &'a Bound<'_, PyAny>, arg: &str) -> PyResult<&'a str> {
+    let s = obj.cast::<PyString>().map_err(|_| type_error(arg, "str", &type_name(obj)))?;
+    s.to_str().map_err(|_| value_error(arg, "string is not valid Unicode (it contains a lone surrogate)"))
+}
+
+/// The elements of a list or tuple; anything else (a str, a generator, None) is a TypeError because
+/// silently iterating a str character by character is a classic bug.
+pub fn sequence<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if let Ok(list) = obj.cast::<PyList>() {
+        return Ok(list.iter().collect());
+    }
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        return Ok(tuple.iter().collect());
+    }
+    Err(type_error(arg, "a list or tuple", &type_name(obj)))
+}
+
+/// A list of str, kept as Python objects so the UTF-8 views borrowed from them stay valid while the
+/// GIL is released (Python str objects are immutable and cache their UTF-8 form).
+pub fn str_objects<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let items = sequence(obj, arg)?;
+    for (i, item) in items.iter().enumerate() {
+        as_str(item, &format!("{arg}[{i}]"))?;
+    }
+    Ok(items)
+}
+
+pub fn borrow_strs<'a>(objs: &'a [Bound<'_, PyAny>], arg: &str) -> PyResult<Vec<&'a str>> {
+    objs.iter().enumerate().map(|(i, o)| as_str(o, &format!("{arg}[{i}]"))).collect()
+}
+
+/// An optional list of strings for list-valued item fields: None means absent, a bare str is
+/// accepted as a one-element list (a common shape in real catalogs), anything else names the field.
+pub fn opt_str_list(obj: Option<Bound<'_, PyAny>>, arg: &str) -> PyResult<Vec<String>> {
+    let Some(obj) = obj else { return Ok(Vec::new()) };
+    if obj.is_none() {
+        return Ok(Vec::new());
+    }
+    if obj.is_instance_of::<PyString>() {
+        return Ok(vec![as_str(&obj, arg)?.to_owned()]);
+    }
+    let items = sequence(&obj, arg).map_err(|_| type_error(arg, "a list of str or None", &type_name(&obj)))?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if item.is_none() {
+            continue;
+        }
+        out.push(as_str(item, &format!("{arg}[{i}]"))?.to_owned());
+    }
+    Ok(out)
+}
+
+pub fn opt_str(obj: Option<Bound<'_, PyAny>>, arg: &str) -> PyResult<Option<String>> {
+    match obj {
+        None => Ok(None),
+        Some(o) if o.is_none() => Ok(None),
+        Some(o) => Ok(Some(as_str(&o, arg)?.to_owned())),
+    }
+}
+
+/// A non-negative integer that also refuses bool (True is an int in Python, never a length).
+pub fn usize_arg(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<usize> {
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(type_error(arg, "int", "bool"));
+    }
+    if obj.is_instance_of::<pyo3::types::PyFloat>() {
+        let v: f64 = obj.extract()?;
+        if v.is_nan() {
+            return Err(value_error(arg, "must be an integer, got NaN"));
+        }
+        return Err(type_error(arg, "int", "float"));
+    }
+    let v: i128 = obj.extract().map_err(|_| type_error(arg, "int", &type_name(obj)))?;
+    if v < 0 {
+        return Err(value_error(arg, format!("must be >= 0, got {v}")));
+    }
+    usize::try_from(v).map_err(|_| value_error(arg, format!("{v} is too large")))
+}
+
+/// Empty input is almost always an upstream bug (an empty shard, a filter that dropped everything),
+/// so the public entry points refuse it loudly instead of returning an empty result.
+pub fn non_empty<T>(v: Vec<T>, arg: &str) -> PyResult<Vec<T>> {
+    if v.is_empty() {
+        return Err(value_error(arg, "must not be empty"));
+    }
+    Ok(v)
+}

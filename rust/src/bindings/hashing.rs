@@ -1,0 +1,247 @@
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use rayon::prelude::*;
+
+use super::errors::{to_py, type_error, value_error};
+use super::extract::{as_str, borrow_strs, non_empty, str_objects, type_name, usize_arg};
+use super::threads;
+use crate::core::hashing::{self, HasherConfig, Norm};
+use crate::core::matching::{self, Bm25Index, MatchConfig, MATCH_FEATURE_NAMES};
+
+fn ngram_arg(obj: Option<&Bound<'_, PyAny>>, arg: &str, default: Option<(usize, usize)>) -> PyResult<Option<(usize, usize)>> {
+    let Some(obj) = obj else { return Ok(default) };
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let t = obj.cast::<PyTuple>().map_err(|_| type_error(arg, "a (min, max) tuple or None", &type_name(obj)))?;
+    if t.len() != 2 {
+        return Err(value_error(arg, format!("expected a (min, max) tuple, got {} elements", t.len())));
+    }
+    Ok(Some((usize_arg(&t.get_item(0)?, &format!("{arg}[0]"))?, usize_arg(&t.get_item(1)?, &format!("{arg}[1]"))?)))
+}
+
+/// The compiled hasher. `pinrel.FeatureHasher` wraps it to return scipy matrices.
+#[pyclass(module = "pinrel._native", name = "FeatureHasher", frozen)]
+pub struct PyFeatureHasher {
+    cfg: HasherConfig,
+    matching: MatchConfig,
+}
+
+#[pymethods]
+impl PyFeatureHasher {
+    #[new]
+    #[pyo3(signature = (n_features = None, word_ngrams = None, char_ngrams = None, seed = None, signed = true,
+        norm = "l2", lowercase = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        n_features: Option<&Bound<'_, PyAny>>,
+        word_ngrams: Option<&Bound<'_, PyAny>>,
+        char_ngrams: Option<&Bound<'_, PyAny>>,
+        seed: Option<&Bound<'_, PyAny>>,
+        signed: bool,
+        norm: Option<&str>,
+        lowercase: bool,
+    ) -> PyResult<Self> {
+        let d = HasherConfig::default();
+        let n_features = match n_features {
+            Some(v) => {
+                let n = usize_arg(v, "n_features")?;
+                u32::try_from(n).map_err(|_| value_error("n_features", format!("must be <= 2**31 - 1, got {n}")))?
+            }
+            None => d.n_features,
+        };
+        let seed = match seed {
+            Some(v) => {
+                let s = usize_arg(v, "seed")?;
+                u64::try_from(s).map_err(|_| value_error("seed", "must fit in 64 bits"))?
+            }
+            None => d.seed,
+        };
+        let norm = match norm {
+            None => Norm::None,
+            Some(name) => Norm::from_name(name)
+                .ok_or_else(|| value_error("norm", format!("expected 'l1', 'l2' or None, got {name:?}")))?,
+        };
+        let cfg = HasherConfig {
+            n_features,
+            word_ngrams: ngram_arg(word_ngrams, "word_ngrams", d.word_ngrams)?,
+            char_ngrams: ngram_arg(char_ngrams, "char_ngrams", d.char_ngrams)?,
+            seed,
+            signed,
+            norm,
+            lowercase,
+        };
+        cfg.validate().map_err(to_py)?;
+        let matching = MatchConfig { lowercase, ..MatchConfig::default() };
+        Ok(PyFeatureHasher { cfg, matching })
+    }
+
+    #[getter]
+    fn n_features(&self) -> u32 {
+        self.cfg.n_features
+    }
+    #[getter]
+    fn word_ngrams(&self) -> Option<(usize, usize)> {
+        self.cfg.word_ngrams
+    }
+    #[getter]
+    fn char_ngrams(&self) -> Option<(usize, usize)> {
+        self.cfg.char_ngrams
+    }
+    #[getter]
+    fn seed(&self) -> u64 {
+        self.cfg.seed
+    }
+    #[getter]
+    fn signed(&self) -> bool {
+        self.cfg.signed
+    }
+    #[getter]
+    fn norm(&self) -> Option<&'static str> {
+        match self.cfg.norm {
+            Norm::None => None,
+            n => Some(n.name()),
+        }
+    }
+    #[getter]
+    fn lowercase(&self) -> bool {
+        self.cfg.lowercase
+    }
+
+    /// CSR parts `(data, indices, indptr)`; the numpy arrays own the Rust buffers (no copy).
+    #[allow(clippy::type_complexity)]
+    fn transform_csr<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+        let objs = non_empty(str_objects(texts, "texts")?, "texts")?;
+        let strs = borrow_strs(&objs, "texts")?;
+        let csr = py.detach(|| threads::install(|| hashing::transform(&strs, &self.cfg)));
+        Ok((csr.data.into_pyarray(py), csr.indices.into_pyarray(py), csr.indptr.into_pyarray(py)))
+    }
+
+    fn transform_pairs<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        texts: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let q_objs = non_empty(str_objects(queries, "queries")?, "queries")?;
+        let t_objs = str_objects(texts, "texts")?;
+        if q_objs.len() != t_objs.len() {
+            return Err(value_error("queries", format!("has {} entries but texts has {}", q_objs.len(), t_objs.len())));
+        }
+        let qs = borrow_strs(&q_objs, "queries")?;
+        let ts = borrow_strs(&t_objs, "texts")?;
+        let n = qs.len();
+        let feats = py.detach(|| threads::install(|| matching::transform_pairs(&qs, &ts, &self.matching)));
+        feats.into_pyarray(py).reshape([n, MATCH_FEATURE_NAMES.len()])
+    }
+
+    fn feature_index(&self, kind: &str, token: &Bound<'_, PyAny>) -> PyResult<(u32, f32)> {
+        let kind = match kind {
+            "word" => b'w',
+            "char" => b'c',
+            other => return Err(value_error("kind", format!("expected 'word' or 'char', got {other:?}"))),
+        };
+        Ok(hashing::feature_index(kind, as_str(token, "token")?, &self.cfg))
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (text, lowercase = true))]
+fn words(text: &Bound<'_, PyAny>, lowercase: bool) -> PyResult<Vec<String>> {
+    Ok(hashing::words(as_str(text, "text")?, lowercase))
+}
+
+/// BM25 over a fixed corpus: retrieval for candidate generation and the BM25 baseline.
+#[pyclass(module = "pinrel._native", name = "Bm25Index", frozen)]
+pub struct PyBm25Index {
+    index: Bm25Index,
+}
+
+#[pymethods]
+impl PyBm25Index {
+    #[new]
+    #[pyo3(signature = (docs, k1 = 1.2, b = 0.75, lowercase = true))]
+    fn new(py: Python<'_>, docs: &Bound<'_, PyAny>, k1: f32, b: f32, lowercase: bool) -> PyResult<Self> {
+        if !(k1.is_finite() && k1 >= 0.0) {
+            return Err(value_error("k1", format!("must be finite and >= 0, got {k1}")));
+        }
+        if !(0.0..=1.0).contains(&b) {
+            return Err(value_error("b", format!("must be in [0, 1], got {b}")));
+        }
+        let objs = non_empty(str_objects(docs, "docs")?, "docs")?;
+        let strs = borrow_strs(&objs, "docs")?;
+        let index = py.detach(|| threads::install(|| Bm25Index::build(&strs, k1, b, lowercase)));
+        Ok(PyBm25Index { index })
+    }
+
+    fn __len__(&self) -> usize {
+        self.index.n_docs()
+    }
+
+    /// Scores of `queries[i]` against document `doc_ids[i]`.
+    fn score<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        doc_ids: PyReadonlyArray1<'py, i64>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let q_objs = str_objects(queries, "queries")?;
+        let qs = borrow_strs(&q_objs, "queries")?;
+        let ids = doc_ids.as_slice()?;
+        if ids.len() != qs.len() {
+            return Err(value_error("doc_ids", format!("has {} entries but queries has {}", ids.len(), qs.len())));
+        }
+        let n = self.index.n_docs();
+        if let Some((i, &d)) = ids.iter().enumerate().find(|(_, &d)| d < 0 || d as usize >= n) {
+            return Err(value_error(&format!("doc_ids[{i}]"), format!("{d} is out of range for {n} documents")));
+        }
+        let out: Vec<f32> = py.detach(|| {
+            threads::install(|| qs.par_iter().zip(ids.par_iter()).map(|(q, &d)| self.index.score(q, d as usize)).collect())
+        });
+        Ok(out.into_pyarray(py))
+    }
+
+    /// Top-k documents per query as `(doc_ids, scores)`, each `[n_queries, k]`; -1 pads short lists.
+    fn top_k<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        k: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+        let k = usize_arg(k, "k")?;
+        if k == 0 {
+            return Err(value_error("k", "must be >= 1, got 0"));
+        }
+        let q_objs = str_objects(queries, "queries")?;
+        let qs = borrow_strs(&q_objs, "queries")?;
+        let nq = qs.len();
+        let (ids, scores): (Vec<i64>, Vec<f32>) = py.detach(|| {
+            threads::install(|| {
+                let rows: Vec<Vec<(usize, f32)>> = qs.par_iter().map(|q| self.index.top_k(q, k)).collect();
+                let mut ids = vec![-1i64; nq * k];
+                let mut scores = vec![0f32; nq * k];
+                for (r, row) in rows.iter().enumerate() {
+                    for (j, &(d, s)) in row.iter().enumerate() {
+                        ids[r * k + j] = d as i64;
+                        scores[r * k + j] = s;
+                    }
+                }
+                (ids, scores)
+            })
+        });
+        Ok((ids.into_pyarray(py).reshape([nq, k])?, scores.into_pyarray(py).reshape([nq, k])?))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyFeatureHasher>()?;
+    m.add_class::<PyBm25Index>()?;
+    m.add_function(wrap_pyfunction!(words, m)?)?;
+    m.add("MATCH_FEATURE_NAMES", MATCH_FEATURE_NAMES.to_vec())?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! pinrel's own rayon pool. A private pool (rather than rayon's global one) can be resized at run
+//! time by `set_num_threads`, and does not fight with other rayon users in the same process.
+
+use std::sync::{Arc, RwLock};
+
+use pyo3::prelude::*;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use super::errors::value_error;
+use super::extract::usize_arg;
+
+static POOL: RwLock<Option<Arc<ThreadPool>>> = RwLock::new(None);
+
+fn default_threads() -> usize {
+    std::env::var("PINREL_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+fn build(n: usize) -> Arc<ThreadPool> {
+    Arc::new(
+        ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("pinrel-{i}"))
+            .build()
+            .expect("building a rayon pool with a positive thread count cannot fail"),
+    )
+}
+
+pub fn pool() -> Arc<ThreadPool> {
+    if let Some(p) = POOL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return p.clone();
+    }
+    let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
+    guard.get_or_insert_with(|| build(default_threads())).clone()
+}
+
+/// Run `f` inside pinrel's pool so that rayon parallel iterators in the core use it.
+pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    pool().install(f)
+}
+
+#[pyfunction]
+fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+    let n = usize_arg(n, "n")?;
+    if n == 0 || n > 1024 {
+        return Err(value_error("n", format!("must be between 1 and 1024, got {n}")));
+    }
+    *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(build(n));
+    Ok(())
+}
+
+#[pyfunction]
+fn get_num_threads() -> usize {
+    pool().current_num_threads()
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    Ok(())
+}
