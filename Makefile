@@ -10,7 +10,7 @@ export PINREL_SHARED_DATA ?= $(abspath ../shared/data)
 DATA ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python demo bench lint clean vllm-cpu
+.PHONY: install test test-rust test-python demo bench lint clean vllm-env vllm-env-optional
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -28,7 +28,15 @@ test-rust:
 test-python: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: install test-rust test-python
+test: install test-rust vllm-env-optional test-python
+
+# vLLM's CPU build needs a torch of its own, so it gets a venv of its own (tools/vllm_env.sh says why).
+vllm-env:
+	bash tools/vllm_env.sh .venv-vllm
+
+# In `make test` the vLLM env is best effort: without it the vLLM tests skip and say so.
+vllm-env-optional:
+	bash tools/vllm_env.sh .venv-vllm || echo "vLLM CPU env unavailable: vLLM tests will skip"
 
 demo: install
 	$(PY) -m pinrel.demo $(if $(DATA),--data $(DATA),)

@@ -55,6 +55,11 @@ def test_typed_marker_ships() -> None:
 
 
 def test_import_pinrel_does_not_import_ray_or_torch() -> None:
-    code = "import sys, pinrel; pinrel.assemble([{'title': 'x'}]); print('ray' in sys.modules, 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys, pinrel; pinrel.assemble([{'title': 'x'}]); "
+        "print('ray' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["False", "False"]

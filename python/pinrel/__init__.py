@@ -11,7 +11,22 @@ from importlib.metadata import version as _version
 
 from .assembly import ITEM_FIELDS, AssemblySpec, assemble, assemble_pairs, clean_text
 from .batching import bucket_batches, get_num_threads, pad, padding_waste, set_num_threads
+from .client import Client
 from .features import MATCH_FEATURE_NAMES, Bm25Index, FeatureHasher
+
+
+def __getattr__(name: str) -> object:
+    # The scorer needs torch; loading it lazily keeps `import pinrel` light for the Rust-only API.
+    if name == "Scorer":
+        from .student import Scorer
+
+        return Scorer
+    if name in ("load_predictor", "Predictor"):
+        from . import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module 'pinrel' has no attribute {name!r}")
+
 
 try:
     __version__ = _version("pinrel")
@@ -23,13 +38,17 @@ __all__ = [
     "MATCH_FEATURE_NAMES",
     "AssemblySpec",
     "Bm25Index",
+    "Client",
     "FeatureHasher",
+    "Predictor",
+    "Scorer",
     "__version__",
     "assemble",
     "assemble_pairs",
     "bucket_batches",
     "clean_text",
     "get_num_threads",
+    "load_predictor",
     "pad",
     "padding_waste",
     "set_num_threads",

@@ -39,18 +39,23 @@ class AssemblySpec:
     @property
     def pair_separator(self) -> str: ...
 
-def assemble(items: Sequence[dict[str, Any]] | dict[str, list[Any]], spec: AssemblySpec | None = None) -> list[str]: ...
+def assemble(
+    items: Sequence[dict[str, Any]] | dict[str, list[Any]], spec: AssemblySpec | None = None
+) -> list[str]: ...
 def assemble_pairs(
-    queries: Sequence[str], items: Sequence[dict[str, Any]] | dict[str, list[Any]], spec: AssemblySpec | None = None
+    queries: Sequence[str],
+    items: Sequence[dict[str, Any]] | dict[str, list[Any]],
+    spec: AssemblySpec | None = None,
 ) -> list[str]: ...
 def clean_text(texts: str | Sequence[str]) -> Any: ...
+
 @final
 class FeatureHasher:
     def __init__(
         self,
         n_features: int | None = None,
-        word_ngrams: tuple[int, int] | None = None,
-        char_ngrams: tuple[int, int] | None = None,
+        word_ngrams: tuple[int, int] | None = (1, 2),
+        char_ngrams: tuple[int, int] | None = (3, 5),
         seed: int | None = None,
         signed: bool = True,
         norm: str | None = "l2",
@@ -78,7 +83,9 @@ class FeatureHasher:
 
 @final
 class Bm25Index:
-    def __init__(self, docs: Sequence[str], k1: float = 1.2, b: float = 0.75, lowercase: bool = True) -> None: ...
+    def __init__(
+        self, docs: Sequence[str], k1: float = 1.2, b: float = 0.75, lowercase: bool = True
+    ) -> None: ...
     def __len__(self) -> int: ...
     def score(self, queries: Sequence[str], doc_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]: ...
     def top_k(

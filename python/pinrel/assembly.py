@@ -26,7 +26,9 @@ def _native_items(items: Any) -> Any:
         return {n: items.column(n).to_pylist() for n in names}
     if isinstance(items, (list, tuple)):
         return items
-    raise TypeError(f"items: expected a list of dicts or a pyarrow Table/RecordBatch, got {type(items).__name__}")
+    raise TypeError(
+        f"items: expected a list of dicts or a pyarrow Table/RecordBatch, got {type(items).__name__}"
+    )
 
 
 def assemble(items: Sequence[dict[str, Any]] | Any, spec: AssemblySpec | None = None) -> list[str]:
@@ -38,7 +40,9 @@ def assemble_pairs(
     queries: Sequence[str], items: Sequence[dict[str, Any]] | Any, spec: AssemblySpec | None = None
 ) -> list[str]:
     """Cross-encoder inputs: `query_label + query + pair_separator + item text`, one per pair."""
-    return _native.assemble_pairs(list(queries) if isinstance(queries, tuple) else queries, _native_items(items), spec)
+    return _native.assemble_pairs(
+        list(queries) if isinstance(queries, tuple) else queries, _native_items(items), spec
+    )
 
 
 def clean_text(texts: Any) -> Any:

@@ -14,7 +14,9 @@ COMMANDS = ("data", "teacher", "candidates", "label", "embed", "distill", "serve
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="pinrel", description="Search relevance: teacher, labels, student, serving.")
+    parser = argparse.ArgumentParser(
+        prog="pinrel", description="Search relevance: teacher, labels, student, serving."
+    )
     parser.add_argument("--version", action="version", version=f"pinrel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

@@ -45,7 +45,9 @@ class FeatureHasher:
             raise TypeError(f"lowercase: expected bool, got {type(lowercase).__name__}")
         if norm is not None and not isinstance(norm, str):
             raise TypeError(f"norm: expected 'l1', 'l2' or None, got {type(norm).__name__}")
-        self._native = _native.FeatureHasher(n_features, word_ngrams, char_ngrams, seed, signed, norm, lowercase)
+        self._native = _native.FeatureHasher(
+            n_features, word_ngrams, char_ngrams, seed, signed, norm, lowercase
+        )
 
     @property
     def n_features(self) -> int:

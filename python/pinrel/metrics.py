@@ -24,6 +24,7 @@ __all__ = [
     "accuracy",
     "auroc",
     "calibration_bins",
+    "check_grades",
     "check_labels",
     "compute_all",
     "confusion_matrix",
@@ -83,10 +84,15 @@ def check_labels(labels: Any, grades: int, name: str = "labels") -> npt.NDArray[
         missing = [i for i, v in enumerate(arr.reshape(-1)) if v is None]
         if missing:
             raise ValueError(f"{name}: {len(missing)} missing label(s), first at index {missing[0]}")
-    return _as_grades(arr, name, _check_grades_arg(grades))
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name}: expected integer grades ({e})") from e
+    return _as_grades(arr, name, check_grades(grades))
 
 
-def _check_grades_arg(grades: int) -> int:
+def check_grades(grades: int) -> int:
+    """K as a plain int, or ValueError unless it is an integer >= 2."""
     if isinstance(grades, bool) or not isinstance(grades, (int, np.integer)) or grades < 2:
         raise ValueError(f"grades: expected an integer >= 2, got {grades!r}")
     return int(grades)
@@ -153,7 +159,7 @@ def accuracy(labels: Any, predicted: Any) -> float:
 
 def confusion_matrix(labels: Any, predicted: Any, grades: int) -> npt.NDArray[np.int64]:
     """`[K, K]` counts, rows = true grade, columns = predicted grade (both 1..K in order)."""
-    k = _check_grades_arg(grades)
+    k = check_grades(grades)
     y = _as_grades(labels, "labels", k)
     p = _as_grades(predicted, "predicted", k)
     _same_length(labels=y, predicted=p)
@@ -171,7 +177,7 @@ def macro_f1(labels: Any, predicted: Any, grades: int | None = None) -> float:
     _same_length(labels=y, predicted=p)
     if not y.size:
         return float("nan")
-    k = int(max(y.max(), p.max())) if grades is None else _check_grades_arg(grades)
+    k = int(max(y.max(), p.max())) if grades is None else check_grades(grades)
     cm = confusion_matrix(y, p, max(k, 2))
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
@@ -328,7 +334,9 @@ def calibration_bins(probabilities: Any, outcomes: Any, n_bins: int = 10) -> Cal
     o = _as_finite(outcomes, "outcomes")
     _same_length(probabilities=p, outcomes=o)
     if ((p < -1e-6) | (p > 1 + 1e-6)).any():
-        raise ValueError(f"probabilities: value outside [0, 1] at index {int(np.flatnonzero((p < 0) | (p > 1))[0])}")
+        raise ValueError(
+            f"probabilities: value outside [0, 1] at index {int(np.flatnonzero((p < 0) | (p > 1))[0])}"
+        )
     if not np.isin(o, (0.0, 1.0)).all():
         raise ValueError("outcomes: expected only 0/1 (or False/True) values")
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
@@ -349,7 +357,7 @@ def calibration_bins(probabilities: Any, outcomes: Any, n_bins: int = 10) -> Cal
 
 def metric_keys(grades: int) -> list[str]:
     """The headline keys of one model's metrics, in report order (what other tools may rely on)."""
-    k = _check_grades_arg(grades)
+    k = check_grades(grades)
     return [
         "n",
         "accuracy",

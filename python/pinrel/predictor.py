@@ -19,7 +19,8 @@ MANIFEST = "pinrel.json"
 class Predictor(Protocol):
     """Scores (query, item) records: `predict_proba(records)` is `[n, grades]`, rows summing to 1."""
 
-    grades: int
+    @property
+    def grades(self) -> int: ...
 
     def predict_proba(self, records: Any) -> np.ndarray: ...
 
@@ -52,7 +53,9 @@ def write_manifest(path: str | os.PathLike[str], manifest: dict[str, Any]) -> No
     """Atomic write: a crash mid-write leaves the previous manifest, never half a file."""
     from .io import atomic_write_text
 
-    atomic_write_text(Path(path) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
+    atomic_write_text(
+        Path(path) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False)
+    )
 
 
 def load_predictor(path: str | os.PathLike[str], **kwargs: Any) -> Predictor:

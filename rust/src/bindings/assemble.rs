@@ -1,3 +1,4 @@
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 use rayon::prelude::*;
@@ -84,7 +85,7 @@ impl PyAssemblySpec {
             }
         }
         let set_str = |target: &mut String, obj: Option<Bound<'_, PyAny>>, arg: &str| -> PyResult<()> {
-            if let Some(v) = opt_str(obj, arg)? {
+            if let Some(v) = opt_str(obj, || arg.to_owned())? {
                 *target = v;
             }
             Ok(())
@@ -105,6 +106,10 @@ impl PyAssemblySpec {
                 .map_err(|_| type_error("include_lang", "bool", &type_name(&v)))?
                 .is_true();
         }
+        // One canonical order for overrides, so that equality (and with it a to_dict/from_dict round
+        // trip) does not depend on the order in which labels or caps were given.
+        spec.labels = Field::ALL.iter().map(|&f| (f, spec.label(f).to_owned())).collect();
+        spec.field_max_chars = Field::ALL.iter().map(|&f| (f, spec.field_cap(f))).collect();
         spec.validate().map_err(to_py)?;
         Ok(PyAssemblySpec { inner: spec })
     }
@@ -204,16 +209,18 @@ fn spec_or_default(spec: Option<&Bound<'_, PyAny>>) -> PyResult<Spec> {
 }
 
 fn item_from_dict(d: &Bound<'_, PyDict>, i: usize) -> PyResult<Item> {
-    let arg = |f: &str| format!("items[{i}][{f:?}]");
+    let py = d.py();
+    let arg = |f: &'static str| move || format!("items[{i}][{f:?}]");
+    // Interned keys: building eight Python strings per item was a visible share of assembly time.
     Ok(Item {
-        title: opt_str(d.get_item("title")?, &arg("title"))?,
-        description: opt_str(d.get_item("description")?, &arg("description"))?,
-        captions: opt_str_list(d.get_item("captions")?, &arg("captions"))?,
-        boards: opt_str_list(d.get_item("boards")?, &arg("boards"))?,
-        queries: opt_str_list(d.get_item("queries")?, &arg("queries"))?,
-        link_title: opt_str(d.get_item("link_title")?, &arg("link_title"))?,
-        link_description: opt_str(d.get_item("link_description")?, &arg("link_description"))?,
-        lang: opt_str(d.get_item("lang")?, &arg("lang"))?,
+        title: opt_str(d.get_item(intern!(py, "title"))?, arg("title"))?,
+        description: opt_str(d.get_item(intern!(py, "description"))?, arg("description"))?,
+        captions: opt_str_list(d.get_item(intern!(py, "captions"))?, arg("captions"))?,
+        boards: opt_str_list(d.get_item(intern!(py, "boards"))?, arg("boards"))?,
+        queries: opt_str_list(d.get_item(intern!(py, "queries"))?, arg("queries"))?,
+        link_title: opt_str(d.get_item(intern!(py, "link_title"))?, arg("link_title"))?,
+        link_description: opt_str(d.get_item(intern!(py, "link_description"))?, arg("link_description"))?,
+        lang: opt_str(d.get_item(intern!(py, "lang"))?, arg("lang"))?,
     })
 }
 
@@ -257,18 +264,18 @@ fn items_from_columns(columns: &Bound<'_, PyDict>) -> PyResult<Vec<Item>> {
     let mut items = vec![Item::default(); n];
     for (name, values) in &cols {
         for (i, v) in values.iter().enumerate() {
-            let arg = format!("items[{i}][{name:?}]");
+            let arg = || format!("items[{i}][{name:?}]");
             let v = Some(v.clone());
             let it = &mut items[i];
             match name.as_str() {
-                "title" => it.title = opt_str(v, &arg)?,
-                "description" => it.description = opt_str(v, &arg)?,
-                "captions" => it.captions = opt_str_list(v, &arg)?,
-                "boards" => it.boards = opt_str_list(v, &arg)?,
-                "queries" => it.queries = opt_str_list(v, &arg)?,
-                "link_title" => it.link_title = opt_str(v, &arg)?,
-                "link_description" => it.link_description = opt_str(v, &arg)?,
-                "lang" => it.lang = opt_str(v, &arg)?,
+                "title" => it.title = opt_str(v, arg)?,
+                "description" => it.description = opt_str(v, arg)?,
+                "captions" => it.captions = opt_str_list(v, arg)?,
+                "boards" => it.boards = opt_str_list(v, arg)?,
+                "queries" => it.queries = opt_str_list(v, arg)?,
+                "link_title" => it.link_title = opt_str(v, arg)?,
+                "link_description" => it.link_description = opt_str(v, arg)?,
+                "lang" => it.lang = opt_str(v, arg)?,
                 _ => unreachable!("filtered above"),
             }
         }

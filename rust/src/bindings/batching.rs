@@ -9,8 +9,9 @@ use crate::core::batching;
 /// Lengths from a list of ints or a 1-D numpy array (integer or float; floats must be whole).
 fn lengths_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
     if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
+        // as_array rather than as_slice: a strided view (`lengths[::2]`) is valid input, not an error.
         return arr
-            .as_slice()?
+            .as_array()
             .iter()
             .enumerate()
             .map(|(i, &v)| {
@@ -20,7 +21,7 @@ fn lengths_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
     }
     if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, f64>>() {
         return arr
-            .as_slice()?
+            .as_array()
             .iter()
             .enumerate()
             .map(|(i, &v)| {
@@ -76,29 +77,47 @@ fn padding_waste(lengths: &Bound<'_, PyAny>, batches: &Bound<'_, PyAny>) -> PyRe
     Ok(batching::padding_waste(&lengths, &parsed))
 }
 
+/// A token id: a Python int (never a bool) that fits in int64.
+fn i64_arg(v: &Bound<'_, PyAny>, arg: &str) -> PyResult<i64> {
+    if v.is_instance_of::<pyo3::types::PyBool>() || !v.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(type_error(arg, "int", &type_name(v)));
+    }
+    v.extract::<i64>().map_err(|_| value_error(arg, "does not fit in int64"))
+}
+
+/// `(input_ids, attention_mask)`, both `[n, width]` int64.
+type Padded<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<i64>>);
+
+/// `pad`'s `pad_id`, extracted by [`i64_arg`] so that a bad value is reported under its name.
+struct PadId(i64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PadId {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        i64_arg(&obj.to_owned(), "pad_id").map(PadId)
+    }
+}
+
 #[pyfunction]
-#[pyo3(signature = (token_id_lists, pad_id = 0))]
+#[pyo3(signature = (token_id_lists, pad_id = PadId(0)))]
 fn pad<'py>(
     py: Python<'py>,
     token_id_lists: &Bound<'py, PyAny>,
-    pad_id: i64,
-) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<i64>>)> {
+    pad_id: PadId,
+) -> PyResult<Padded<'py>> {
+    let PadId(pad_id) = pad_id;
     let rows = non_empty(sequence(token_id_lists, "token_id_lists")?, "token_id_lists")?;
     let mut seqs = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let arg = format!("token_id_lists[{i}]");
         let ids: Vec<i64> = if let Ok(arr) = row.extract::<PyReadonlyArray1<'_, i64>>() {
-            arr.as_slice()?.to_vec()
+            arr.as_array().to_vec()
         } else {
             sequence(row, &arg)?
                 .iter()
                 .enumerate()
-                .map(|(j, v)| {
-                    if v.is_instance_of::<pyo3::types::PyBool>() || !v.is_instance_of::<pyo3::types::PyInt>() {
-                        return Err(type_error(&format!("{arg}[{j}]"), "int", &type_name(v)));
-                    }
-                    v.extract::<i64>().map_err(|_| value_error(&format!("{arg}[{j}]"), "does not fit in int64"))
-                })
+                .map(|(j, v)| i64_arg(v, &format!("{arg}[{j}]")))
                 .collect::<PyResult<_>>()?
         };
         seqs.push(ids);

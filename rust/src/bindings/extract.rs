@@ -13,8 +13,16 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
 /// Borrow a Python str as UTF-8. Lone surrogates cannot be encoded, so they are reported as a
 /// ValueError that names the argument rather than leaking a UnicodeEncodeError from deep inside.
 pub fn as_str<'a>(obj: &'a Bound<'_, PyAny>, arg: &str) -> PyResult<&'a str> {
-    let s = obj.cast::<PyString>().map_err(|_| type_error(arg, "str", &type_name(obj)))?;
-    s.to_str().map_err(|_| value_error(arg, "string is not valid Unicode (it contains a lone surrogate)"))
+    as_str_lazy(obj, || arg.to_owned())
+}
+
+/// [`as_str`] for per-element names such as `texts[41]`: formatting a name for every element of a
+/// large input costs about as much as assembling a short item, so it is built only for an error.
+pub fn as_str_lazy<'a>(obj: &'a Bound<'_, PyAny>, arg: impl FnOnce() -> String) -> PyResult<&'a str> {
+    match obj.cast::<PyString>() {
+        Ok(s) => s.to_str().map_err(|_| value_error(&arg(), "string is not valid Unicode (it contains a lone surrogate)")),
+        Err(_) => Err(type_error(&arg(), "str", &type_name(obj))),
+    }
 }
 
 /// The elements of a list or tuple; anything else (a str, a generator, None) is a TypeError because
@@ -34,41 +42,43 @@ pub fn sequence<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> PyResult<Vec<Bound<'
 pub fn str_objects<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
     let items = sequence(obj, arg)?;
     for (i, item) in items.iter().enumerate() {
-        as_str(item, &format!("{arg}[{i}]"))?;
+        as_str_lazy(item, || format!("{arg}[{i}]"))?;
     }
     Ok(items)
 }
 
 pub fn borrow_strs<'a>(objs: &'a [Bound<'_, PyAny>], arg: &str) -> PyResult<Vec<&'a str>> {
-    objs.iter().enumerate().map(|(i, o)| as_str(o, &format!("{arg}[{i}]"))).collect()
+    objs.iter().enumerate().map(|(i, o)| as_str_lazy(o, || format!("{arg}[{i}]"))).collect()
 }
 
 /// An optional list of strings for list-valued item fields: None means absent, a bare str is
 /// accepted as a one-element list (a common shape in real catalogs), anything else names the field.
-pub fn opt_str_list(obj: Option<Bound<'_, PyAny>>, arg: &str) -> PyResult<Vec<String>> {
+/// The argument name comes from `arg` only when there is an error (see [`as_str_lazy`]).
+pub fn opt_str_list(obj: Option<Bound<'_, PyAny>>, arg: impl Fn() -> String) -> PyResult<Vec<String>> {
     let Some(obj) = obj else { return Ok(Vec::new()) };
     if obj.is_none() {
         return Ok(Vec::new());
     }
     if obj.is_instance_of::<PyString>() {
-        return Ok(vec![as_str(&obj, arg)?.to_owned()]);
+        return Ok(vec![as_str_lazy(&obj, arg)?.to_owned()]);
     }
-    let items = sequence(&obj, arg).map_err(|_| type_error(arg, "a list of str or None", &type_name(&obj)))?;
+    let items = sequence(&obj, "").map_err(|_| type_error(&arg(), "a list of str or None", &type_name(&obj)))?;
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         if item.is_none() {
             continue;
         }
-        out.push(as_str(item, &format!("{arg}[{i}]"))?.to_owned());
+        out.push(as_str_lazy(item, || format!("{}[{i}]", arg()))?.to_owned());
     }
     Ok(out)
 }
 
-pub fn opt_str(obj: Option<Bound<'_, PyAny>>, arg: &str) -> PyResult<Option<String>> {
+/// The argument name comes from `arg` only when there is an error (see [`as_str_lazy`]).
+pub fn opt_str(obj: Option<Bound<'_, PyAny>>, arg: impl FnOnce() -> String) -> PyResult<Option<String>> {
     match obj {
         None => Ok(None),
         Some(o) if o.is_none() => Ok(None),
-        Some(o) => Ok(Some(as_str(&o, arg)?.to_owned())),
+        Some(o) => Ok(Some(as_str_lazy(&o, arg)?.to_owned())),
     }
 }
 

@@ -9,12 +9,28 @@ use super::threads;
 use crate::core::hashing::{self, HasherConfig, Norm};
 use crate::core::matching::{self, Bm25Index, MatchConfig, MATCH_FEATURE_NAMES};
 
-fn ngram_arg(obj: Option<&Bound<'_, PyAny>>, arg: &str, default: Option<(usize, usize)>) -> PyResult<Option<(usize, usize)>> {
-    let Some(obj) = obj else { return Ok(default) };
+/// An n-gram range argument as passed. pyo3 hands an explicit `None` to an `Option` parameter as
+/// `Option::None`, exactly like an omitted argument, but here `None` means "disabled" while omission
+/// means "the default", so omission needs a value of its own.
+enum NgramArg<'py> {
+    Omitted,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for NgramArg<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(NgramArg::Given(obj.to_owned()))
+    }
+}
+
+fn ngram_arg(obj: NgramArg<'_>, arg: &str, default: Option<(usize, usize)>) -> PyResult<Option<(usize, usize)>> {
+    let NgramArg::Given(obj) = obj else { return Ok(default) };
     if obj.is_none() {
         return Ok(None);
     }
-    let t = obj.cast::<PyTuple>().map_err(|_| type_error(arg, "a (min, max) tuple or None", &type_name(obj)))?;
+    let t = obj.cast::<PyTuple>().map_err(|_| type_error(arg, "a (min, max) tuple or None", &type_name(&obj)))?;
     if t.len() != 2 {
         return Err(value_error(arg, format!("expected a (min, max) tuple, got {} elements", t.len())));
     }
@@ -31,13 +47,13 @@ pub struct PyFeatureHasher {
 #[pymethods]
 impl PyFeatureHasher {
     #[new]
-    #[pyo3(signature = (n_features = None, word_ngrams = None, char_ngrams = None, seed = None, signed = true,
+    #[pyo3(signature = (n_features = None, word_ngrams = NgramArg::Omitted, char_ngrams = NgramArg::Omitted, seed = None, signed = true,
         norm = "l2", lowercase = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         n_features: Option<&Bound<'_, PyAny>>,
-        word_ngrams: Option<&Bound<'_, PyAny>>,
-        char_ngrams: Option<&Bound<'_, PyAny>>,
+        word_ngrams: NgramArg<'_>,
+        char_ngrams: NgramArg<'_>,
         seed: Option<&Bound<'_, PyAny>>,
         signed: bool,
         norm: Option<&str>,
@@ -156,6 +172,9 @@ fn words(text: &Bound<'_, PyAny>, lowercase: bool) -> PyResult<Vec<String>> {
     Ok(hashing::words(as_str(text, "text")?, lowercase))
 }
 
+/// `(doc_ids, scores)`, both `[n_queries, k]`.
+type TopK<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
 /// BM25 over a fixed corpus: retrieval for candidate generation and the BM25 baseline.
 #[pyclass(module = "pinrel._native", name = "Bm25Index", frozen)]
 pub struct PyBm25Index {
@@ -212,7 +231,7 @@ impl PyBm25Index {
         py: Python<'py>,
         queries: &Bound<'py, PyAny>,
         k: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+    ) -> PyResult<TopK<'py>> {
         let k = usize_arg(k, "k")?;
         if k == 0 {
             return Err(value_error("k", "must be >= 1, got 0"));

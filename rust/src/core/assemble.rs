@@ -369,7 +369,10 @@ pub fn assemble(item: &Item, spec: &Spec) -> String {
             continue;
         }
 
-        let mut out = String::with_capacity(spec.max_chars.min(1 << 16) * 2);
+        // Exact size: a budget-sized buffer per item costs more than the assembly of a short item.
+        let len = parts.iter().zip(&texts).map(|(p, t)| p.label.len() + t.len()).sum::<usize>()
+            + spec.separator.len() * parts.len().saturating_sub(1);
+        let mut out = String::with_capacity(len);
         for (n, (part, text)) in parts.iter().zip(&texts).enumerate() {
             if n > 0 {
                 out.push_str(&spec.separator);

@@ -9,9 +9,13 @@
 //! **Tokens.** [`words`] splits text on UAX #29 word boundaries (`unicode-segmentation`) and keeps
 //! the segments that `unicode_words` keeps (those containing an alphanumeric character), plus any
 //! segment containing an emoji code point (see [`is_emoji`]), so that emoji-only queries still get
-//! features. Han ideographs come out one per token, kana and Thai as runs. With `lowercase`, each
-//! token is lowercased with full Unicode rules (`str::to_lowercase`, which also handles final
-//! sigma) after segmentation.
+//! features. UAX #29 (without a dictionary) makes every Han ideograph, hiragana letter and Thai
+//! letter cluster a segment of its own; touching segments made only of hiragana, or only of
+//! Thai/Lao/Myanmar/Khmer-like scripts (see [`Run`]), are merged back into one token, so that char
+//! n-grams see those runs as words. Han stays one token per ideograph (word bigrams capture
+//! neighbours) and katakana runs are already single segments. With `lowercase`, each token is
+//! lowercased with full Unicode rules (`str::to_lowercase`, which also handles final sigma) after
+//! segmentation.
 //!
 //! **Grams.** With `word_ngrams = (lo, hi)`: for every n in `lo..=hi`, every window of n
 //! consecutive tokens, joined by a single U+0020. With `char_ngrams = (lo, hi)`: each token is
@@ -24,7 +28,8 @@
 //! of `h` is set, else `+1`. Byte-oriented hashing keeps this independent of platform endianness.
 //!
 //! **Values.** Each occurrence adds its sign to its column; columns summing to exactly zero are
-//! dropped; the row is then divided by its L1 or L2 norm (empty rows stay empty).
+//! dropped; with L1 or L2 normalisation, the integer sums are then multiplied by `1 / norm`
+//! (computed in f64, the product rounded to f32). Empty rows stay empty.
 
 use rayon::prelude::*;
 use unicode_segmentation::UnicodeSegmentation;
@@ -141,31 +146,259 @@ pub fn is_emoji(c: char) -> bool {
     )
 }
 
-/// Calls `f` with every token of `text` in order (not lowercased).
-fn for_each_token<'a>(text: &'a str, mut f: impl FnMut(&'a str)) {
-    // The ASCII check is first because it is far cheaper than decoding chars, and the common case.
-    if text.is_ascii() || !text.chars().any(is_emoji) {
-        text.unicode_words().for_each(f);
-        return;
+/// Scripts whose letters UAX #29 leaves unjoined, so that a segment is one letter (with its marks)
+/// and adjacent segments of the same class are merged back into one token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// Thai, Lao, Myanmar, Khmer, New Tai Lue, Tai Tham and Tai Viet: written without spaces and
+    /// left to dictionary segmentation (Line_Break=SA), which UAX #29 does not do.
+    Complex,
+    /// Hiragana, plus the prolonged sound mark that often follows it.
+    Hiragana,
+}
+
+/// Fixed block ranges rather than Unicode properties, for the same reason as [`is_emoji`].
+fn run_class(c: char) -> Option<Run> {
+    match c as u32 {
+        0x0E00..=0x0EFF | 0x1000..=0x109F | 0x1780..=0x17FF | 0x1980..=0x19FF | 0x1A20..=0x1AAF => Some(Run::Complex),
+        0xA9E0..=0xA9FF | 0xAA60..=0xAADF => Some(Run::Complex),
+        0x3041..=0x309F | 0x30FC => Some(Run::Hiragana),
+        _ => None,
     }
-    // `unicode_word_indices` is the word-bound segmentation filtered, so walking both in lockstep
-    // keeps exactly its tokens and adds the emoji segments it drops.
-    let mut alnum = text.unicode_word_indices().peekable();
-    for (offset, segment) in text.split_word_bound_indices() {
-        if alnum.peek().is_some_and(|&(o, _)| o == offset) {
-            alnum.next();
-            f(segment);
-        } else if segment.chars().any(is_emoji) {
-            f(segment);
+}
+
+fn segment_run(segment: &str) -> Option<Run> {
+    let mut chars = segment.chars();
+    let run = run_class(chars.next()?)?;
+    chars.all(|c| run_class(c) == Some(run)).then_some(run)
+}
+
+/// `unicode_words` for ASCII text, as byte ranges: the segmentation crate's own ASCII rules (runs
+/// of letters, digits and `_`, joined across `.` `,` `;` `'` between digits and `.` `:` `'`
+/// between letters), kept if they contain a letter or digit. It matches `unicode_words` exactly
+/// (see the tests) and runs in about half the time, which is a tenth of a row's cost.
+fn ascii_words(text: &[u8], mut f: impl FnMut(usize, usize)) {
+    // One table load per byte instead of a chain of range compares.
+    const CORE: u8 = 1;
+    const ALNUM: u8 = 2;
+    const CLASS: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            if c.is_ascii_alphanumeric() {
+                t[b] = CORE | ALNUM;
+            } else if c == b'_' {
+                t[b] = CORE;
+            }
+            b += 1;
+        }
+        t
+    };
+    let core = |b: u8| CLASS[b as usize] & CORE != 0;
+    let infix = |b: u8, prev: u8, next: u8| match b {
+        b'.' | b',' | b';' | b'\'' if prev.is_ascii_digit() && next.is_ascii_digit() => true,
+        b'\'' | b'.' | b':' => prev.is_ascii_alphabetic() && next.is_ascii_alphabetic(),
+        _ => false,
+    };
+    let n = text.len();
+    let mut i = 0;
+    while i < n {
+        if !core(text[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut alnum = CLASS[text[i] as usize] & ALNUM;
+        i += 1;
+        while i < n {
+            let class = CLASS[text[i] as usize];
+            if class & CORE != 0 {
+                alnum |= class & ALNUM;
+            } else if !(i + 1 < n && infix(text[i], text[i - 1], text[i + 1])) {
+                break;
+            }
+            i += 1;
+        }
+        if alnum != 0 {
+            f(start, i);
         }
     }
 }
 
+/// Whether a UAX #29 word segment is a token: `unicode_words`' test (a letter or digit; that
+/// crate defers to the standard library's tables when their Unicode versions agree, as they do),
+/// or an emoji.
+fn is_token_segment(segment: &str) -> bool {
+    segment
+        .chars()
+        .any(|c| surely_alphabetic(c) || c.is_alphanumeric() || is_emoji(c))
+}
+
+/// Letters of the busiest scripts, decided without the standard library's table search (a
+/// shortcut only: everything here is Alphabetic, see the tests).
+#[inline]
+fn surely_alphabetic(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x41..=0x5A
+            | 0x61..=0x7A
+            | 0xC0..=0xD6
+            | 0xD8..=0xF6
+            | 0xF8..=0x17F
+            | 0x391..=0x3A1
+            | 0x3A3..=0x3A9
+            | 0x3B1..=0x3C9
+            | 0x410..=0x44F
+            | 0x621..=0x63A
+            | 0x641..=0x64A
+            | 0xE01..=0xE2E
+            | 0x3041..=0x3096
+            | 0x30A1..=0x30FA
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FEF
+            | 0xAC00..=0xD7A3
+    )
+}
+
+/// Calls `f` with every token of `text` in order (not lowercased).
+fn for_each_token<'a>(text: &'a str, mut f: impl FnMut(&'a str)) {
+    let bytes = text.as_bytes();
+    // UAX #29 always breaks between an ASCII space and a following ASCII char other than a space,
+    // and no rule looks across that break (those that look past a neighbour need a letter, digit
+    // or joiner on the space's side). So the text can be cut there, and the pieces without
+    // non-ASCII bytes take the ASCII path, which is many times faster: most non-ASCII product
+    // texts are ASCII but for a few symbols or accented words.
+    let cut_at = |p: usize| bytes[p - 1] == b' ' && bytes[p] != b' ' && bytes[p].is_ascii();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some(q) = bytes[pos..].iter().position(|b| !b.is_ascii()).map(|r| pos + r) else {
+            ascii_words(&bytes[pos..], |s, e| f(&text[pos + s..pos + e]));
+            return;
+        };
+        let start = (pos + 1..=q).rev().find(|&p| cut_at(p)).unwrap_or(pos);
+        let end = (q + 1..bytes.len()).find(|&p| cut_at(p)).unwrap_or(bytes.len());
+        ascii_words(&bytes[pos..start], |s, e| f(&text[pos + s..pos + e]));
+        unicode_tokens(&text[start..end], &mut f);
+        pos = end;
+    }
+}
+
+/// The tokens of `text` by the general path: word-bound segments that are tokens, with touching
+/// runs of the same [`Run`] class merged.
+fn unicode_tokens<'a>(text: &'a str, f: &mut impl FnMut(&'a str)) {
+    // A run of touching same-class segments, as (start, end, class).
+    let mut run: Option<(usize, usize, Run)> = None;
+    for (offset, segment) in text.split_word_bound_indices() {
+        if !is_token_segment(segment) {
+            continue;
+        }
+        let class = segment_run(segment);
+        let end = offset + segment.len();
+        match (run, class) {
+            (Some((start, prev_end, prev)), Some(c)) if prev_end == offset && prev == c => {
+                run = Some((start, end, c));
+                continue;
+            }
+            (Some((start, prev_end, _)), _) => f(&text[start..prev_end]),
+            (None, _) => {}
+        }
+        run = None;
+        match class {
+            Some(c) => run = Some((offset, end, c)),
+            None => f(segment),
+        }
+    }
+    if let Some((start, end, _)) = run {
+        f(&text[start..end]);
+    }
+}
+
 fn lower(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    push_lowercase(&mut out, word);
+    out
+}
+
+/// Appends exactly what `str::to_lowercase` returns, without allocating: that function differs
+/// from mapping each char only for capital sigma, whose form depends on its neighbours.
+fn push_lowercase(out: &mut String, word: &str) {
     if word.is_ascii() {
-        word.to_ascii_lowercase()
+        let start = out.len();
+        out.push_str(word);
+        out[start..].make_ascii_lowercase();
+        return;
+    }
+    if word.chars().all(is_caseless) {
+        out.push_str(word);
+        return;
+    }
+    if word.contains('Σ') {
+        out.push_str(&word.to_lowercase());
+        return;
+    }
+    for c in word.chars() {
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
+    }
+}
+
+/// Scripts without case (Hebrew to Myanmar, kana to CJK ideographs, Hangul syllables), whose words
+/// can skip the lowercase table search; the tests check that lowercasing leaves each unchanged.
+#[inline]
+fn is_caseless(c: char) -> bool {
+    matches!(c as u32, 0x590..=0x109F | 0x3040..=0x9FFF | 0xAC00..=0xD7A3)
+}
+
+/// Whether `c` is a grapheme cluster of its own next to any other such char, so that words made
+/// only of these need no cluster segmentation. It excludes every class that can join (Extend, ZWJ,
+/// SpacingMark, Prepend, Hangul jamo, regional indicators, CR); the tests check each char.
+#[inline]
+fn is_simple_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x20..=0x7E
+            | 0xA0..=0x2FF
+            | 0x370..=0x482
+            | 0x48A..=0x52F
+            | 0x620..=0x64A
+            | 0x660..=0x66F
+            | 0x671..=0x6D3
+            | 0x3041..=0x3096
+            | 0x30A1..=0x30FF
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFF01..=0xFF9D
+    )
+}
+
+/// Calls `f` with every token of `text`, lowercased when asked, without allocating per token:
+/// lowercased tokens are built in `buf`.
+pub(crate) fn for_each_word(text: &str, lowercase: bool, buf: &mut String, mut f: impl FnMut(&str)) {
+    for_each_token(text, |w| {
+        if lowercase {
+            buf.clear();
+            push_lowercase(buf, w);
+            f(buf);
+        } else {
+            f(w);
+        }
+    });
+}
+
+/// Number of extended grapheme clusters in `word`.
+pub(crate) fn cluster_count(word: &str) -> usize {
+    if word.is_ascii() {
+        word.len()
+    } else if word.chars().all(is_simple_char) {
+        word.chars().count()
     } else {
-        word.to_lowercase()
+        word.graphemes(true).count()
     }
 }
 
@@ -176,11 +409,25 @@ pub fn words(text: &str, lowercase: bool) -> Vec<String> {
     out
 }
 
+/// Zero bytes kept after every buffer that [`with_kind`] reads from.
+const PAD: usize = 16;
+
+/// `[kind] ++ buf[at..at + 15]`, built in a register.
+///
+/// Most grams fit in these 16 bytes. Hashing such a copy, rather than writing the kind byte into
+/// the shared buffer just before hashing across it, avoids a failed store-to-load forwarding per
+/// gram, which was the largest single cost of the hot loop.
+#[inline(always)]
+fn with_kind(kind: u8, buf: &[u8], at: usize) -> [u8; 16] {
+    let bytes: [u8; 16] = buf[at..at + 16].try_into().expect("16-byte window");
+    ((u128::from_le_bytes(bytes) << 8) | u128::from(kind)).to_le_bytes()
+}
+
 /// Reusable buffers for hashing the char n-grams of one word at a time.
 #[derive(Default)]
 pub(crate) struct CharGrams {
-    /// `[slot] ++ "<" ++ word ++ ">"`: the byte before each grapheme is overwritten with the kind
-    /// byte just before hashing the grams that start there, so no gram is ever copied.
+    /// `[slot] ++ "<" ++ word ++ ">" ++ [0; PAD]`. Grams too long for [`with_kind`] are hashed in
+    /// place, with the byte before the gram overwritten by the kind byte.
     buf: Vec<u8>,
     wrapped: String,
     bounds: Vec<usize>,
@@ -201,29 +448,35 @@ impl CharGrams {
         // Clusters are taken over the wrapped string because a leading combining mark or a
         // trailing prepend character merges with the marker.
         self.bounds.clear();
-        self.bounds.extend(self.wrapped.grapheme_indices(true).map(|(o, _)| o));
+        if word.chars().all(is_simple_char) {
+            self.bounds.extend(self.wrapped.char_indices().map(|(o, _)| o));
+        } else {
+            self.bounds.extend(self.wrapped.grapheme_indices(true).map(|(o, _)| o));
+        }
         self.bounds.push(self.wrapped.len());
         self.buf.clear();
         self.buf.push(KIND_CHAR);
         self.buf.extend_from_slice(self.wrapped.as_bytes());
+        self.buf.extend_from_slice(&[0; PAD]);
         let bounds = &self.bounds;
         emit_char_grams(&mut self.buf, bounds.len() - 1, |i| bounds[i], range, seed, sink);
     }
 
     /// [`Self::hash_word`] for ASCII, where every byte is its own grapheme cluster (CR LF, the
     /// one multi-byte ASCII cluster, never occurs inside a word).
-    pub(crate) fn hash_ascii(&mut self, word: &[u8], range: (usize, usize), seed: u64, sink: &mut impl FnMut(u64)) {
+    fn hash_ascii(&mut self, word: &[u8], range: (usize, usize), seed: u64, sink: &mut impl FnMut(u64)) {
         self.buf.clear();
         self.buf.push(KIND_CHAR);
         self.buf.push(b'<');
         self.buf.extend_from_slice(word);
         self.buf.push(b'>');
+        self.buf.extend_from_slice(&[0; PAD]);
         emit_char_grams(&mut self.buf, word.len() + 2, |i| i, range, seed, sink);
     }
 }
 
-/// `buf[1 + j]` is byte j of the wrapped word, `m` its number of clusters and `bound(i)` the byte
-/// offset of cluster i in the wrapped word (`bound(m)` its length).
+/// `buf` is laid out as in [`CharGrams::buf`], `m` is the number of clusters of the wrapped word
+/// and `bound(i)` the byte offset of cluster i in it (`bound(m)` its length).
 #[inline(always)]
 fn emit_char_grams(
     buf: &mut [u8],
@@ -241,39 +494,141 @@ fn emit_char_grams(
     }
     for i in 0..=m - lo {
         let start = bound(i);
-        // Bytes before `start` belong to grams already hashed, so the slot is free to overwrite.
-        buf[start] = KIND_CHAR;
+        let short = with_kind(KIND_CHAR, buf, start + 1);
         for n in lo..=hi.min(m - i) {
-            sink(xxh3_64_with_seed(&buf[start..bound(i + n) + 1], seed));
+            let len = bound(i + n) - start + 1;
+            let h = if len <= short.len() {
+                xxh3_64_with_seed(&short[..len], seed)
+            } else {
+                // Bytes before `start` belong to grams already hashed, so the slot is free.
+                buf[start] = KIND_CHAR;
+                xxh3_64_with_seed(&buf[start..start + len], seed)
+            };
+            sink(h);
         }
     }
 }
 
-/// Per-thread buffers, reused across rows so that hashing a row allocates only for non-ASCII
-/// lowercasing.
+/// Sorts `keys` (below `2^key_bits`) by column, i.e. ignoring the sign bit: merging only needs
+/// equal columns to be adjacent.
+///
+/// LSD radix sort with digits sized to the row; at the usual row sizes (hundreds to thousands of
+/// keys) that is two to three times faster than `sort_unstable`.
+fn sort_keys(keys: &mut Vec<u32>, tmp: &mut Vec<u32>, counts: &mut Vec<u32>, key_bits: u32) {
+    let n = keys.len();
+    if n < 128 {
+        keys.sort_unstable();
+        return;
+    }
+    let col_bits = key_bits.saturating_sub(1).max(1);
+    // Each pass costs its bucket count plus two touches per key, so small rows get narrower
+    // digits (and more passes) than large ones; never more than three passes.
+    let max_digit = (usize::BITS - n.leading_zeros()).clamp(6, 11);
+    let max_digit = if col_bits.div_ceil(max_digit) > 3 {
+        11
+    } else {
+        max_digit
+    };
+    let passes = col_bits.div_ceil(max_digit);
+    let digit = col_bits.div_ceil(passes);
+    match passes {
+        1 => radix_passes::<1>(keys, tmp, counts, digit),
+        2 => radix_passes::<2>(keys, tmp, counts, digit),
+        _ => radix_passes::<3>(keys, tmp, counts, digit),
+    }
+}
+
+/// `P` passes of `digit` bits over the column (bits 1 and up); a constant `P` lets the histogram
+/// loop unroll.
+fn radix_passes<const P: usize>(keys: &mut Vec<u32>, tmp: &mut Vec<u32>, counts: &mut Vec<u32>, digit: u32) {
+    let buckets = 1usize << digit;
+    let mask = (buckets - 1) as u32;
+    counts.clear();
+    counts.resize(buckets * P, 0);
+    for &k in keys.iter() {
+        for p in 0..P {
+            counts[p * buckets + ((k >> (1 + digit * p as u32)) & mask) as usize] += 1;
+        }
+    }
+    let n = keys.len();
+    // Every slot gets overwritten, so `tmp` only ever grows and is never cleared.
+    if tmp.len() < n {
+        tmp.resize(n, 0);
+    }
+    {
+        // Plain slices, so that the compiler knows the stores cannot move the buffers.
+        let (mut src, mut dst) = (keys.as_mut_slice(), &mut tmp[..n]);
+        for (p, count) in counts.chunks_exact_mut(buckets).enumerate() {
+            let shift = 1 + digit * p as u32;
+            let mut sum = 0;
+            for c in count.iter_mut() {
+                let here = *c;
+                *c = sum;
+                sum += here;
+            }
+            for &k in src.iter() {
+                let d = ((k >> shift) & mask) as usize;
+                dst[count[d] as usize] = k;
+                count[d] += 1;
+            }
+            std::mem::swap(&mut src, &mut dst);
+        }
+    }
+    if P % 2 == 1 {
+        keys.copy_from_slice(&tmp[..n]);
+    }
+}
+
+/// Per-thread buffers, reused across rows so that a row allocates nothing once they have grown
+/// (except to lowercase words containing a capital sigma).
 #[derive(Default)]
 struct Scratch {
-    /// `[slot] ++ w0 ++ " " ++ w1 ++ " " ++ ...`: word n-grams are slices of it, with the separator
-    /// before the first word overwritten by the kind byte, as for char grams.
+    /// `[slot] ++ w0 ++ " " ++ w1 ++ " " ++ ... ++ [0; PAD]`, the row's lowercased words. Word
+    /// n-grams are slices of it; those too long for [`with_kind`] are hashed in place with the
+    /// separator before their first word overwritten by the kind byte.
     arena: Vec<u8>,
+    /// Byte range of each word in `arena`.
     spans: Vec<(usize, usize)>,
+    /// `[slot] ++ "<" ++ w0 ++ ">" ++ "<" ++ w1 ++ ">" ++ ... ++ [0; PAD]` for the words made of
+    /// [`is_simple_char`]s, whose char grams are hashed after tokenizing, with the byte range of
+    /// each wrapped word and whether it is ASCII.
+    wrapped: Vec<u8>,
+    wrapped_spans: Vec<(usize, usize, bool)>,
+    /// Cluster (char) offsets of the current non-ASCII wrapped word.
+    bounds: Vec<usize>,
+    /// The current non-ASCII word, lowercased.
+    lowered: String,
     grams: CharGrams,
     /// `column << 1 | negative` per occurrence, so one integer sort groups columns.
     keys: Vec<u32>,
-    cols: Vec<u32>,
-    vals: Vec<f32>,
+    tmp: Vec<u32>,
+    counts: Vec<u32>,
+    /// `(column, summed signs)` per distinct column.
+    runs: Vec<(u32, i32)>,
 }
 
 impl Scratch {
-    /// Leaves the row's summed, unnormalised entries in `cols`/`vals` and returns the norm to
-    /// divide them by.
-    fn hash(&mut self, text: &str, cfg: &HasherConfig) -> f64 {
-        let Scratch { arena, spans, grams, keys, cols, vals } = self;
+    /// Appends the row's sorted columns and normalised values to `idx` and `val`.
+    fn hash(&mut self, text: &str, cfg: &HasherConfig, idx: &mut Vec<i32>, val: &mut Vec<f32>) {
+        let Scratch {
+            arena,
+            spans,
+            wrapped,
+            wrapped_spans,
+            bounds,
+            lowered,
+            grams,
+            keys,
+            tmp,
+            counts,
+            runs,
+        } = self;
         arena.clear();
         spans.clear();
+        wrapped.clear();
+        wrapped_spans.clear();
+        wrapped.push(0);
         keys.clear();
-        cols.clear();
-        vals.clear();
         arena.push(0);
 
         let n_features = u64::from(cfg.n_features.max(1));
@@ -294,85 +649,152 @@ impl Scratch {
 
         for_each_token(text, |w| {
             let start = arena.len();
-            if w.is_ascii() {
+            let (ascii, simple) = if w.is_ascii() {
+                if char_range.is_some() {
+                    // Words are short: a byte loop filling both buffers beats two copies.
+                    wrapped_spans.push((wrapped.len(), wrapped.len() + w.len() + 2, true));
+                    wrapped.push(b'<');
+                    for &b in w.as_bytes() {
+                        let b = if cfg.lowercase { b.to_ascii_lowercase() } else { b };
+                        arena.push(b);
+                        wrapped.push(b);
+                    }
+                    wrapped.push(b'>');
+                    spans.push((start, arena.len()));
+                    arena.push(b' ');
+                    return;
+                }
+                arena.extend_from_slice(w.as_bytes());
                 if cfg.lowercase {
-                    arena.extend(w.bytes().map(|b| b.to_ascii_lowercase()));
-                } else {
-                    arena.extend_from_slice(w.as_bytes());
+                    arena[start..].make_ascii_lowercase();
                 }
-                if let Some(range) = char_range {
-                    grams.hash_ascii(&arena[start..], range, seed, &mut sink);
-                }
+                (true, true)
             } else {
-                let lowered;
                 let w = if cfg.lowercase {
-                    lowered = w.to_lowercase();
+                    lowered.clear();
+                    push_lowercase(lowered, w);
                     lowered.as_str()
                 } else {
                     w
                 };
                 arena.extend_from_slice(w.as_bytes());
-                if let Some(range) = char_range {
+                let simple = w.chars().all(is_simple_char);
+                if let (Some(range), false) = (char_range, simple) {
                     grams.hash_word(w, range, seed, &mut sink);
                 }
+                (w.is_ascii(), simple)
+            };
+            if simple && char_range.is_some() {
+                // Hashed once the row is tokenized, straight from `wrapped`: reading bytes stored
+                // moments earlier with wider loads would stall on store forwarding.
+                let ws = wrapped.len();
+                wrapped.push(b'<');
+                wrapped.extend_from_slice(&arena[start..]);
+                wrapped.push(b'>');
+                wrapped_spans.push((ws, wrapped.len(), ascii));
             }
             spans.push((start, arena.len()));
             arena.push(b' ');
         });
+        arena.extend_from_slice(&[0; PAD]);
+        wrapped.extend_from_slice(&[0; PAD]);
+
+        if let Some(range) = char_range {
+            for &(ws, we, ascii) in wrapped_spans.iter() {
+                // `wrapped[ws - 1]` (the previous word's '>', or the leading slot) is free: the
+                // previous word is done.
+                if ascii {
+                    emit_char_grams(&mut wrapped[ws - 1..], we - ws, |i| i, range, seed, &mut sink);
+                } else {
+                    bounds.clear();
+                    bounds.extend((ws..we).filter(|&j| wrapped[j] & 0xc0 != 0x80).map(|j| j - ws));
+                    bounds.push(we - ws);
+                    let m = bounds.len() - 1;
+                    emit_char_grams(&mut wrapped[ws - 1..], m, |i| bounds[i], range, seed, &mut sink);
+                }
+            }
+        }
 
         if let Some((lo, hi)) = cfg.word_ngrams {
             let lo = lo.max(1);
             for i in 0..spans.len() {
                 let start = spans[i].0 - 1;
-                // Windows starting at i - 1 are done, so the separator before word i is free.
-                arena[start] = KIND_WORD;
+                let short = with_kind(KIND_WORD, arena, start + 1);
                 for n in lo..=hi {
                     let Some(&(_, end)) = spans.get(i + n - 1) else { break };
-                    sink(xxh3_64_with_seed(&arena[start..end], seed));
+                    let len = end - start;
+                    let h = if len <= short.len() {
+                        xxh3_64_with_seed(&short[..len], seed)
+                    } else {
+                        // Windows starting before word i are done, so its separator is free.
+                        arena[start] = KIND_WORD;
+                        xxh3_64_with_seed(&arena[start..end], seed)
+                    };
+                    sink(h);
                 }
             }
         }
 
-        keys.sort_unstable();
-        let mut sum_abs = 0.0f64;
-        let mut sum_sq = 0.0f64;
-        let mut i = 0;
-        while i < keys.len() {
-            let col = keys[i] >> 1;
-            let mut total = 0i64;
-            while i < keys.len() && keys[i] >> 1 == col {
-                total += if keys[i] & 1 == 1 { -1 } else { 1 };
-                i += 1;
+        let key_bits = u64::BITS - ((n_features << 1) - 1).leading_zeros();
+        sort_keys(keys, tmp, counts, key_bits);
+
+        // Sum each column's signs without branching on where columns change, which is
+        // unpredictable: every key writes its column's running total at `j`, and `j` moves on
+        // when the column does.
+        // Only ever grows: every slot read below is written first.
+        if runs.len() < keys.len() {
+            runs.resize(keys.len(), (0, 0));
+        }
+        let sign = |k: u32| 1 - 2 * (k & 1) as i32;
+        let mut j = 0;
+        if let Some((&k0, rest)) = keys.split_first() {
+            let (mut col, mut total) = (k0 >> 1, sign(k0));
+            for &k in rest {
+                runs[j] = (col, total);
+                let next = k >> 1 != col;
+                j += usize::from(next);
+                total = if next { 0 } else { total } + sign(k);
+                col = k >> 1;
             }
+            runs[j] = (col, total);
+            j += 1;
+        }
+
+        let first = val.len();
+        idx.reserve(j);
+        val.reserve(j);
+        // Integer sums are exact, and avoid a chain of dependent float additions.
+        let (mut sum_abs, mut sum_sq) = (0u64, 0u64);
+        for &(col, total) in &runs[..j] {
             if total != 0 {
-                let v = total as f64;
-                sum_abs += v.abs();
-                sum_sq += v * v;
-                cols.push(col);
-                vals.push(total as f32);
+                sum_abs += u64::from(total.unsigned_abs());
+                sum_sq += u64::from(total.unsigned_abs()).pow(2);
+                // validate() bounds n_features by i32::MAX, so columns fit.
+                idx.push(col as i32);
+                val.push(total as f32);
             }
         }
-        match cfg.norm {
-            Norm::L1 => sum_abs,
-            Norm::L2 => sum_sq.sqrt(),
+        let norm = match cfg.norm {
+            Norm::L1 => sum_abs as f64,
+            Norm::L2 => (sum_sq as f64).sqrt(),
             Norm::None => 1.0,
+        };
+        if norm != 1.0 && norm != 0.0 {
+            let inv = 1.0 / norm;
+            for v in &mut val[first..] {
+                *v = (f64::from(*v) * inv) as f32;
+            }
         }
     }
-}
-
-#[inline]
-fn scaled(v: f32, norm: f64) -> f32 {
-    (f64::from(v) / norm) as f32
 }
 
 /// One row: sorted unique column indices and their (normalised) values.
 ///
 /// `cfg` is expected to have passed [`HasherConfig::validate`].
 pub fn hash_row(text: &str, cfg: &HasherConfig) -> (Vec<u32>, Vec<f32>) {
-    let mut s = Scratch::default();
-    let norm = s.hash(text, cfg);
-    let vals = s.vals.iter().map(|&v| scaled(v, norm)).collect();
-    (std::mem::take(&mut s.cols), vals)
+    let (mut idx, mut val) = (Vec::new(), Vec::new());
+    Scratch::default().hash(text, cfg, &mut idx, &mut val);
+    (idx.into_iter().map(|c| c as u32).collect(), val)
 }
 
 /// A CSR matrix in scipy's layout.
@@ -390,46 +812,91 @@ struct Part {
     data: Vec<f32>,
 }
 
+impl Part {
+    /// Hashes `texts` into a new part. Growing the output by doubling was measured to cost a
+    /// quarter of the run time in copies and page faults, and reserving from a fixed guess of
+    /// entries per byte over-reserves up to twofold, which pushes large outputs past the size
+    /// where the allocator stops reusing freed memory. So a sample of rows is hashed first and
+    /// the rest is reserved from its measured rate.
+    fn hash_all(s: &mut Scratch, texts: &[&str], cfg: &HasherConfig) -> Part {
+        let bytes = |texts: &[&str]| texts.iter().map(|t| t.len()).sum::<usize>() as f64;
+        let sample = (texts.len() / 16).clamp(1, 256).min(texts.len());
+        let span = |r: Option<(usize, usize)>| r.map_or(0.0, |(lo, hi)| (hi + 1).saturating_sub(lo) as f64);
+        let guess = (0.8 * span(cfg.char_ngrams) + 0.25 * span(cfg.word_ngrams)).min(4.0);
+        let first = (bytes(&texts[..sample]) * guess) as usize;
+        let mut part = Part {
+            nnz: Vec::with_capacity(texts.len()),
+            indices: Vec::with_capacity(first),
+            data: Vec::with_capacity(first),
+        };
+        for text in &texts[..sample] {
+            part.push_row(s, text, cfg);
+        }
+        let rate = part.indices.len() as f64 / bytes(&texts[..sample]).max(1.0);
+        let rest = (rate * bytes(&texts[sample..]) * 1.1) as usize + 1024;
+        part.indices.reserve(rest);
+        part.data.reserve(rest);
+        for text in &texts[sample..] {
+            part.push_row(s, text, cfg);
+        }
+        part
+    }
+
+    fn push_row(&mut self, s: &mut Scratch, text: &str, cfg: &HasherConfig) {
+        let before = self.indices.len();
+        s.hash(text, cfg, &mut self.indices, &mut self.data);
+        self.nnz.push(self.indices.len() - before);
+    }
+}
+
 /// Hashes every text into one row of a CSR matrix, rows in parallel on the current rayon pool.
 ///
 /// `cfg` is expected to have passed [`HasherConfig::validate`]. The result does not depend on the
 /// number of threads: rows are independent and concatenated in input order.
 pub fn transform(texts: &[&str], cfg: &HasherConfig) -> Csr {
-    // Several chunks per thread balance uneven text lengths; chunks of rows rather than single
-    // rows keep per-task overhead and per-row allocations away.
-    let chunk = (texts.len() / (rayon::current_num_threads() * 8)).clamp(1, 256);
+    let threads = rayon::current_num_threads();
+    if threads == 1 || texts.len() < 2 {
+        // Writing straight into the output saves a copy of every entry.
+        let out = Part::hash_all(&mut Scratch::default(), texts, cfg);
+        return assemble(out.nnz.iter().copied(), out.indices, out.data);
+    }
+
+    // Several chunks per thread balance uneven text lengths; chunks rather than single rows keep
+    // per-task overhead and allocations down.
+    let chunk = (texts.len() / (threads * 8)).clamp(1, 256);
     let parts: Vec<Part> = texts
         .par_chunks(chunk)
-        .map_init(Scratch::default, |s, rows| {
-            let mut part = Part::default();
-            for text in rows {
-                let norm = s.hash(text, cfg);
-                part.nnz.push(s.cols.len());
-                // validate() bounds n_features by i32::MAX, so columns fit.
-                part.indices.extend(s.cols.iter().map(|&c| c as i32));
-                part.data.extend(s.vals.iter().map(|&v| scaled(v, norm)));
-            }
-            part
-        })
+        .map_init(Scratch::default, |s, rows| Part::hash_all(s, rows, cfg))
         .collect();
 
+    // Zeroed allocations come lazily from the OS; the parallel copy then spreads the page faults.
     let nnz: usize = parts.iter().map(|p| p.indices.len()).sum();
-    let mut csr = Csr {
-        indptr: Vec::with_capacity(texts.len() + 1),
-        indices: Vec::with_capacity(nnz),
-        data: Vec::with_capacity(nnz),
-    };
-    csr.indptr.push(0);
-    let mut end = 0i64;
-    for part in parts {
-        for n in part.nnz {
-            end += n as i64;
-            csr.indptr.push(end);
-        }
-        csr.indices.extend_from_slice(&part.indices);
-        csr.data.extend_from_slice(&part.data);
+    let mut indices = vec![0i32; nnz];
+    let mut data = vec![0f32; nnz];
+    let mut targets = Vec::with_capacity(parts.len());
+    let (mut rest_i, mut rest_d) = (indices.as_mut_slice(), data.as_mut_slice());
+    for part in &parts {
+        let (i, ri) = rest_i.split_at_mut(part.indices.len());
+        let (d, rd) = rest_d.split_at_mut(part.data.len());
+        targets.push((i, d));
+        (rest_i, rest_d) = (ri, rd);
     }
-    csr
+    parts.par_iter().zip(targets).for_each(|(part, (i, d))| {
+        i.copy_from_slice(&part.indices);
+        d.copy_from_slice(&part.data);
+    });
+    assemble(parts.iter().flat_map(|p| p.nnz.iter().copied()), indices, data)
+}
+
+fn assemble(row_nnz: impl Iterator<Item = usize>, indices: Vec<i32>, data: Vec<f32>) -> Csr {
+    let mut indptr = Vec::with_capacity(row_nnz.size_hint().0 + 1);
+    indptr.push(0i64);
+    let mut end = 0i64;
+    for n in row_nnz {
+        end += n as i64;
+        indptr.push(end);
+    }
+    Csr { indptr, indices, data }
 }
 
 /// Column and sign of one gram (`kind` is `b'w'` or `b'c'`), straight from the hash definition.
@@ -484,7 +951,10 @@ mod tests {
             Norm::L2 => acc.values().map(|v| v * v).sum::<f64>().sqrt(),
             Norm::None => 1.0,
         };
-        (acc.keys().copied().collect(), acc.values().map(|v| (v / norm) as f32).collect())
+        (
+            acc.keys().copied().collect(),
+            acc.values().map(|v| (v / norm) as f32).collect(),
+        )
     }
 
     const TEXTS: &[&str] = &[
@@ -503,18 +973,76 @@ mod tests {
         "e\u{301}te\u{301} x\u{301}",
         "can't stop 3.14 U.S.A.",
         "İstanbul KELVIN \u{212a}",
+        "Supercalifragilisticexpialidocious antidisestablishmentarianism pneumonoultramicroscopic x",
     ];
+
+    /// Long enough for the bucketed sort path, with words of every length up to 20 bytes.
+    fn long_text() -> String {
+        let mut state = 7u32;
+        (0..400)
+            .map(|i| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let len = 1 + (state >> 16) as usize % 20;
+                let word: String = (0..len)
+                    .map(|j| (b'a' + ((state >> (j % 16)) as u8 % 26)) as char)
+                    .collect();
+                if i % 7 == 0 {
+                    word.to_uppercase()
+                } else {
+                    word
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 
     fn configs() -> Vec<HasherConfig> {
         let base = HasherConfig::default();
         vec![
             base.clone(),
-            HasherConfig { n_features: 16, ..base.clone() },
-            HasherConfig { n_features: 1000, seed: 42, signed: false, norm: Norm::L1, ..base.clone() },
-            HasherConfig { word_ngrams: None, char_ngrams: Some((1, 3)), lowercase: false, ..base.clone() },
-            HasherConfig { word_ngrams: Some((2, 4)), char_ngrams: None, norm: Norm::None, ..base.clone() },
-            HasherConfig { char_ngrams: Some((4, 16)), ..base.clone() },
-            HasherConfig { char_ngrams: Some((6, 6)), n_features: 3, ..base },
+            HasherConfig {
+                n_features: 16,
+                ..base.clone()
+            },
+            HasherConfig {
+                n_features: 1000,
+                seed: 42,
+                signed: false,
+                norm: Norm::L1,
+                ..base.clone()
+            },
+            HasherConfig {
+                word_ngrams: None,
+                char_ngrams: Some((1, 3)),
+                lowercase: false,
+                ..base.clone()
+            },
+            HasherConfig {
+                word_ngrams: Some((2, 4)),
+                char_ngrams: None,
+                norm: Norm::None,
+                ..base.clone()
+            },
+            HasherConfig {
+                char_ngrams: Some((4, 16)),
+                ..base.clone()
+            },
+            HasherConfig {
+                char_ngrams: Some((6, 6)),
+                n_features: 3,
+                ..base.clone()
+            },
+            HasherConfig {
+                word_ngrams: Some((1, 16)),
+                n_features: i32::MAX as u32,
+                ..base.clone()
+            },
+            HasherConfig {
+                word_ngrams: Some((3, 3)),
+                char_ngrams: Some((15, 15)),
+                n_features: 77_777,
+                ..base
+            },
         ]
     }
 
@@ -522,7 +1050,8 @@ mod tests {
     fn matches_naive_reference() {
         for cfg in configs() {
             cfg.validate().unwrap();
-            for text in TEXTS {
+            let long = long_text();
+            for text in TEXTS.iter().copied().chain([long.as_str()]) {
                 let (ci, cv) = hash_row(text, &cfg);
                 let (ri, rv) = reference_row(text, &cfg);
                 assert_eq!(ci, ri, "{text:?} {cfg:?}");
@@ -534,11 +1063,57 @@ mod tests {
     }
 
     #[test]
+    fn sort_keys_sorts() {
+        let (mut tmp, mut counts) = (Vec::new(), Vec::new());
+        for (n, bits) in [
+            (0usize, 1u32),
+            (5, 8),
+            (63, 21),
+            (64, 21),
+            (1000, 9),
+            (3000, 32),
+            (500, 17),
+            (100_000, 21),
+            (300, 3),
+        ] {
+            let mut state = n as u32 + 1;
+            let mut keys: Vec<u32> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    if bits == 32 {
+                        state
+                    } else {
+                        state & ((1 << bits) - 1)
+                    }
+                })
+                .collect();
+            let mut expect = keys.clone();
+            expect.sort_unstable();
+            sort_keys(&mut keys, &mut tmp, &mut counts, bits);
+            // Ordered by column (k >> 1); the sign bit may come in any order within a column.
+            assert!(keys.windows(2).all(|w| w[0] >> 1 <= w[1] >> 1), "n={n} bits={bits}");
+            let mut got = keys.clone();
+            got.sort_unstable();
+            assert_eq!(got, expect);
+        }
+    }
+
+    #[test]
     fn transform_matches_rows() {
         let cfg = HasherConfig::default();
-        let csr = transform(TEXTS, &cfg);
-        assert_eq!(csr.indptr.len(), TEXTS.len() + 1);
-        for (r, text) in TEXTS.iter().enumerate() {
+        let long = long_text();
+        let texts: Vec<&str> = TEXTS.iter().copied().chain([long.as_str()]).cycle().take(100).collect();
+        let csr = transform(&texts, &cfg);
+        let single = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| transform(&texts, &cfg));
+        assert_eq!(csr, single);
+        assert_eq!(csr.indptr.len(), texts.len() + 1);
+        for (r, text) in texts.iter().enumerate() {
             let (a, b) = (csr.indptr[r] as usize, csr.indptr[r + 1] as usize);
             let (ci, cv) = hash_row(text, &cfg);
             let ci: Vec<i32> = ci.into_iter().map(|c| c as i32).collect();
@@ -559,8 +1134,140 @@ mod tests {
     }
 
     #[test]
+    fn ascii_words_match_unicode_words() {
+        let alphabet = b"aZq09_.,;':  \r\n-!/";
+        let mut state = 0x9e37_79b9u32;
+        for len in 0..2000 {
+            let text: String = (0..len % 40)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    alphabet[state as usize % alphabet.len()] as char
+                })
+                .collect();
+            let mut ours = Vec::new();
+            ascii_words(text.as_bytes(), |s, e| ours.push(&text[s..e]));
+            let theirs: Vec<&str> = text.unicode_words().collect();
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+        for text in [
+            "can't stop",
+            "e.g. 3.14 1,000;5 a:b a::b _x_ __ x.",
+            "U.S.A. 'quoted' it's",
+            "a'1 1'a 1.a a.1",
+        ] {
+            let mut ours = Vec::new();
+            ascii_words(text.as_bytes(), |s, e| ours.push(&text[s..e]));
+            assert_eq!(ours, text.unicode_words().collect::<Vec<_>>(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn simple_chars_never_join() {
+        let mut n = 0;
+        for c in (0..=0x10FFFFu32)
+            .filter_map(char::from_u32)
+            .filter(|&c| is_simple_char(c))
+        {
+            for pair in [
+                format!("a{c}"),
+                format!("{c}a"),
+                format!("가{c}"),
+                format!("{c}가"),
+                format!("{c}{c}"),
+            ] {
+                assert_eq!(pair.graphemes(true).count(), 2, "{c:?} U+{:04X} in {pair:?}", c as u32);
+            }
+            n += 1;
+        }
+        assert!(n > 30_000);
+    }
+
+    #[test]
+    fn shortcuts_agree_with_unicode_tables() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if surely_alphabetic(c) {
+                assert!(c.is_alphabetic(), "U+{:04X}", c as u32);
+            }
+        }
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32).filter(|&c| is_caseless(c)) {
+            assert!(c.to_lowercase().eq([c]), "U+{:04X}", c as u32);
+        }
+        for w in [
+            "ΟΔΟΣ",
+            "ΣΑΣ Σ",
+            "İstanbul",
+            "ǅemal",
+            "ÀÉÎ",
+            "Straße",
+            "ᾈ",
+            "КИРИЛЛИЦА",
+            "ԱԲ",
+        ] {
+            assert_eq!(lower(w), w.to_lowercase(), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn token_segments_match_unicode_words() {
+        let pieces = [
+            "a", "Z", "1", "_", ".", ",", "'", ":", " ", "\n", "é", "e\u{301}", "東", "京", "タ", "ー", "に", "ส",
+            "\u{e31}", "م", "\u{64b}", "Я", "Σ", "가", "\u{1100}", "\u{200d}", "🙂", "🇫", "🇷", "٣", "\u{ad}", "-",
+            "！", "ａ",
+        ];
+        let mut state = 0x2545_f491u32;
+        for _ in 0..5000 {
+            let text: String = (0..(state % 16))
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    pieces[state as usize % pieces.len()]
+                })
+                .collect();
+            let ours: Vec<(usize, &str)> = text
+                .split_word_bound_indices()
+                .filter(|&(_, s)| is_token_segment(s) && s.chars().any(char::is_alphanumeric))
+                .collect();
+            let theirs: Vec<(usize, &str)> = text.unicode_word_indices().collect();
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn cutting_at_spaces_changes_no_token() {
+        let pieces = [
+            "a", "Z", "1", "_", ".", ",", "'", ":", " ", " ", "  ", "\n", "\t", "é", "e\u{301}", "\u{301}", "東", "タ",
+            "ー", "に", "ส", "\u{e31}", "م", "Я", "Σ", "가", "\u{200d}", "\u{200b}", "🙂", "🇫", "🇷", "\u{ad}", "-",
+            "™", "’", "ℹ",
+        ];
+        let mut state = 0x1234_5678u32;
+        for _ in 0..20_000 {
+            let text: String = (0..(state % 24))
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    pieces[state as usize % pieces.len()]
+                })
+                .collect();
+            let mut cut = Vec::new();
+            for_each_token(&text, |w| cut.push(w));
+            let mut whole = Vec::new();
+            unicode_tokens(&text, &mut |w| whole.push(w));
+            assert_eq!(cut, whole, "{text:?}");
+        }
+    }
+
+    #[test]
     fn short_words_contribute_once() {
-        let cfg = HasherConfig { word_ngrams: None, char_ngrams: Some((5, 6)), norm: Norm::None, ..Default::default() };
+        let cfg = HasherConfig {
+            word_ngrams: None,
+            char_ngrams: Some((5, 6)),
+            norm: Norm::None,
+            ..Default::default()
+        };
         let (ci, cv) = hash_row("ab", &cfg);
         let (c, s) = feature_index(b'c', "<ab>", &cfg);
         assert_eq!((ci, cv), (vec![c], vec![s]));
@@ -568,24 +1275,35 @@ mod tests {
 
     #[test]
     fn combining_mark_at_start_merges_with_marker() {
-        let cfg = HasherConfig { word_ngrams: None, char_ngrams: Some((1, 1)), norm: Norm::None, ..Default::default() };
         let mut got = Vec::new();
         CharGrams::default().hash_word("\u{301}a", (1, 1), 0, &mut |h| got.push(h));
-        let expect: Vec<u64> = ["c<\u{301}", "ca", "c>"].iter().map(|g| xxh3_64_with_seed(g.as_bytes(), 0)).collect();
+        let expect: Vec<u64> = ["c<\u{301}", "ca", "c>"]
+            .iter()
+            .map(|g| xxh3_64_with_seed(g.as_bytes(), 0))
+            .collect();
         assert_eq!(got, expect);
-        let _ = cfg;
     }
 
     #[test]
     fn cancelling_signs_are_dropped() {
         // Two grams in the same column with opposite signs must leave no explicit zero behind.
-        let cfg = HasherConfig { n_features: 1, word_ngrams: Some((1, 1)), char_ngrams: None, norm: Norm::None, ..Default::default() };
+        let cfg = HasherConfig {
+            n_features: 1,
+            word_ngrams: Some((1, 1)),
+            char_ngrams: None,
+            norm: Norm::None,
+            ..Default::default()
+        };
         let mut pos = None;
         let mut neg = None;
         for i in 0..100 {
             let t = format!("tok{i}");
             let (_, s) = feature_index(b'w', &t, &cfg);
-            if s > 0.0 { pos.get_or_insert(t) } else { neg.get_or_insert(t) };
+            if s > 0.0 {
+                pos.get_or_insert(t)
+            } else {
+                neg.get_or_insert(t)
+            };
         }
         let text = format!("{} {}", pos.unwrap(), neg.unwrap());
         assert_eq!(hash_row(&text, &cfg), (vec![], vec![]));
@@ -601,19 +1319,48 @@ mod tests {
 
     #[test]
     fn validation_messages() {
-        let bad = HasherConfig { word_ngrams: Some((3, 2)), ..Default::default() };
-        assert_eq!(bad.validate(), Err(CoreError::invalid("word_ngrams", "expected 1 <= min <= max <= 16, got (3, 2)")));
-        let bad = HasherConfig { char_ngrams: Some((0, 2)), ..Default::default() };
+        let bad = HasherConfig {
+            word_ngrams: Some((3, 2)),
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(CoreError::invalid(
+                "word_ngrams",
+                "expected 1 <= min <= max <= 16, got (3, 2)"
+            ))
+        );
+        let bad = HasherConfig {
+            char_ngrams: Some((0, 2)),
+            ..Default::default()
+        };
         assert!(matches!(bad.validate(), Err(CoreError::InvalidValue { arg, .. }) if arg == "char_ngrams"));
-        let bad = HasherConfig { char_ngrams: Some((1, 17)), ..Default::default() };
+        let bad = HasherConfig {
+            char_ngrams: Some((1, 17)),
+            ..Default::default()
+        };
         assert!(bad.validate().is_err());
-        let bad = HasherConfig { n_features: 0, ..Default::default() };
+        let bad = HasherConfig {
+            n_features: 0,
+            ..Default::default()
+        };
         assert!(matches!(bad.validate(), Err(CoreError::InvalidValue { arg, .. }) if arg == "n_features"));
-        let bad = HasherConfig { n_features: 1 << 31, ..Default::default() };
+        let bad = HasherConfig {
+            n_features: 1 << 31,
+            ..Default::default()
+        };
         assert!(bad.validate().is_err());
-        let ok = HasherConfig { n_features: i32::MAX as u32, char_ngrams: Some((1, 16)), ..Default::default() };
+        let ok = HasherConfig {
+            n_features: i32::MAX as u32,
+            char_ngrams: Some((1, 16)),
+            ..Default::default()
+        };
         assert!(ok.validate().is_ok());
-        let bad = HasherConfig { word_ngrams: None, char_ngrams: None, ..Default::default() };
+        let bad = HasherConfig {
+            word_ngrams: None,
+            char_ngrams: None,
+            ..Default::default()
+        };
         assert!(bad.validate().is_err());
     }
 }

@@ -1,14 +1,14 @@
 //! Lexical query/item match features and a BM25 index.
 //!
 //! Tokens are [`hashing::words`], so matching sees exactly the units the hasher hashes (including
-//! one token per Han ideograph and emoji tokens). Unless noted otherwise, set-based features work
-//! on unique tokens, and every feature is 0 where it would be undefined (no query or item words).
+//! one token per Han ideograph and emoji tokens), and char trigrams are the hasher's char grams.
+//! Unless noted otherwise, set-based features work on unique tokens, and every feature is 0 where
+//! it would be undefined (no query or item words).
 
 use std::collections::HashMap;
 
 use rayon::prelude::*;
-use unicode_segmentation::UnicodeSegmentation;
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3DefaultBuilder};
 
 use super::error::{CoreError, Result};
 use super::hashing::{self, CharGrams};
@@ -39,7 +39,12 @@ pub struct MatchConfig {
 
 impl Default for MatchConfig {
     fn default() -> Self {
-        MatchConfig { k1: 1.2, b: 0.75, avgdl: 64.0, lowercase: true }
+        MatchConfig {
+            k1: 1.2,
+            b: 0.75,
+            avgdl: 64.0,
+            lowercase: true,
+        }
     }
 }
 
@@ -47,7 +52,10 @@ impl MatchConfig {
     pub fn validate(&self) -> Result<()> {
         check_bm25_params(self.k1, self.b)?;
         if !(self.avgdl.is_finite() && self.avgdl > 0.0) {
-            return Err(CoreError::invalid("avgdl", format!("expected a finite value > 0, got {}", self.avgdl)));
+            return Err(CoreError::invalid(
+                "avgdl",
+                format!("expected a finite value > 0, got {}", self.avgdl),
+            ));
         }
         Ok(())
     }
@@ -56,7 +64,10 @@ impl MatchConfig {
 /// Checks BM25's `k1` and `b`; [`Bm25Index::build`] expects parameters that pass this.
 pub fn check_bm25_params(k1: f32, b: f32) -> Result<()> {
     if !(k1.is_finite() && k1 >= 0.0) {
-        return Err(CoreError::invalid("k1", format!("expected a finite value >= 0, got {k1}")));
+        return Err(CoreError::invalid(
+            "k1",
+            format!("expected a finite value >= 0, got {k1}"),
+        ));
     }
     if !(b.is_finite() && (0.0..=1.0).contains(&b)) {
         return Err(CoreError::invalid("b", format!("expected 0 <= b <= 1, got {b}")));
@@ -94,17 +105,6 @@ fn intersection_len<T: Ord>(a: &[T], b: &[T]) -> usize {
     n
 }
 
-/// Char trigrams as 64-bit hashes; a collision would need ~2^32 distinct trigrams in one pair.
-fn trigram_set(tokens: &[String], grams: &mut CharGrams) -> Vec<u64> {
-    let mut out = Vec::new();
-    for t in tokens {
-        grams.hash_word(t, (3, 3), 0, &mut |h| out.push(h));
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
 fn ratio(num: usize, den: usize) -> f32 {
     if den == 0 {
         0.0
@@ -113,15 +113,68 @@ fn ratio(num: usize, den: usize) -> f32 {
     }
 }
 
+/// Tokens are compared by a 64-bit hash of their text, which makes sorting and matching integer
+/// work; two distinct tokens of one pair or corpus colliding has odds of about n^2 / 2^65.
+fn token_id(token: &str) -> u64 {
+    xxh3_64(token.as_bytes())
+}
+
+/// One side of a pair: token ids in text order, and optionally the sorted, deduplicated hashes
+/// of its char trigrams and each token's cluster count.
+#[derive(Default)]
+struct Side {
+    ids: Vec<u64>,
+    trigrams: Vec<u64>,
+    clusters: Vec<usize>,
+}
+
+/// Per-thread buffers for [`pair_features`].
+#[derive(Default)]
+struct PairScratch {
+    query: Side,
+    item: Side,
+    grams: CharGrams,
+    buf: String,
+}
+
+impl Side {
+    fn fill(&mut self, text: &str, lowercase: bool, with_clusters: bool, grams: &mut CharGrams, buf: &mut String) {
+        let Side {
+            ids,
+            trigrams,
+            clusters,
+        } = self;
+        ids.clear();
+        trigrams.clear();
+        clusters.clear();
+        hashing::for_each_word(text, lowercase, buf, |w| {
+            ids.push(token_id(w));
+            if with_clusters {
+                clusters.push(hashing::cluster_count(w));
+            }
+            // Trigram hashes stand in for the trigrams; a collision would need ~2^32 of them.
+            grams.hash_word(w, (3, 3), 0, &mut |h| trigrams.push(h));
+        });
+        trigrams.sort_unstable();
+        trigrams.dedup();
+    }
+}
+
 /// The ten features of [`MATCH_FEATURE_NAMES`] for one (query, item text) pair.
 ///
 /// `cfg` is expected to have passed [`MatchConfig::validate`].
 pub fn pair_features(query: &str, text: &str, cfg: &MatchConfig) -> [f32; N_MATCH_FEATURES] {
-    let q = hashing::words(query, cfg.lowercase);
-    let t = hashing::words(text, cfg.lowercase);
-    let q_unique = sorted_unique(q.iter().map(String::as_str));
+    pair_features_with(&mut PairScratch::default(), query, text, cfg)
+}
+
+fn pair_features_with(s: &mut PairScratch, query: &str, text: &str, cfg: &MatchConfig) -> [f32; N_MATCH_FEATURES] {
+    s.query.fill(query, cfg.lowercase, true, &mut s.grams, &mut s.buf);
+    s.item.fill(text, cfg.lowercase, false, &mut s.grams, &mut s.buf);
+    let (q, t) = (&s.query.ids, &s.item.ids);
+
+    let q_unique = sorted_unique(q.iter().copied());
     let t_sorted = {
-        let mut v: Vec<&str> = t.iter().map(String::as_str).collect();
+        let mut v = t.clone();
         v.sort_unstable();
         v
     };
@@ -130,23 +183,19 @@ pub fn pair_features(query: &str, text: &str, cfg: &MatchConfig) -> [f32; N_MATC
         v.dedup();
         v
     };
-    let in_item = |w: &str| t_unique.binary_search(&w).is_ok();
+    let in_item = |w: u64| t_unique.binary_search(&w).is_ok();
     let shared = intersection_len(&q_unique, &t_unique);
 
-    let mut grams = CharGrams::default();
-    let q3 = trigram_set(&q, &mut grams);
-    let t3 = trigram_set(&t, &mut grams);
-    let common3 = intersection_len(&q3, &t3);
+    let (q3, t3) = (&s.query.trigrams, &s.item.trigrams);
+    let common3 = intersection_len(q3, t3);
     let char3_jaccard = ratio(common3, q3.len() + t3.len() - common3);
 
     let (k1, b, avgdl) = (f64::from(cfg.k1), f64::from(cfg.b), f64::from(cfg.avgdl));
     let dl = t.len() as f64;
     let bm25_sum: f64 = q_unique
         .iter()
-        .map(|w| {
-            let lo = t_sorted.partition_point(|x| x < w);
-            let hi = t_sorted.partition_point(|x| x <= w);
-            let tf = (hi - lo) as f64;
+        .map(|&w| {
+            let tf = (t_sorted.partition_point(|&x| x <= w) - t_sorted.partition_point(|&x| x < w)) as f64;
             if tf == 0.0 {
                 0.0
             } else {
@@ -154,30 +203,30 @@ pub fn pair_features(query: &str, text: &str, cfg: &MatchConfig) -> [f32; N_MATC
             }
         })
         .sum();
-    let bm25 = if q_unique.is_empty() { 0.0 } else { (bm25_sum / q_unique.len() as f64) as f32 };
+    let bm25 = if q_unique.is_empty() {
+        0.0
+    } else {
+        (bm25_sum / q_unique.len() as f64) as f32
+    };
 
     let phrase_match = !q.is_empty() && t.windows(q.len()).any(|w| w == q.as_slice());
 
     let bigram_overlap = if q.len() < 2 {
         0.0
     } else {
-        fn pairs(v: &[String]) -> Vec<(&str, &str)> {
-            sorted_unique(v.windows(2).map(|w| (w[0].as_str(), w[1].as_str())))
-        }
-        let qb = pairs(&q);
-        let tb = pairs(&t);
-        ratio(intersection_len(&qb, &tb), qb.len())
+        let pairs = |v: &[u64]| sorted_unique(v.windows(2).map(|w| (w[0], w[1])));
+        let qb = pairs(q);
+        ratio(intersection_len(&qb, &pairs(t)), qb.len())
     };
 
     let first_match_pos = t
         .iter()
-        .position(|w| q_unique.binary_search(&w.as_str()).is_ok())
+        .position(|w| q_unique.binary_search(w).is_ok())
         .map_or(0.0, |p| 1.0 / (1.0 + p as f32));
 
     // Over query positions, so a repeated query word counts every time it appears.
     let (mut covered, mut total) = (0usize, 0usize);
-    for w in &q {
-        let n = if w.is_ascii() { w.len() } else { w.graphemes(true).count() };
+    for (&w, &n) in q.iter().zip(&s.query.clusters) {
         total += n;
         if in_item(w) {
             covered += n;
@@ -206,8 +255,17 @@ pub fn transform_pairs(queries: &[&str], texts: &[&str], cfg: &MatchConfig) -> V
     let mut out = vec![0.0f32; n * N_MATCH_FEATURES];
     out.par_chunks_mut(N_MATCH_FEATURES)
         .zip(queries.par_iter().zip(texts.par_iter()))
-        .for_each(|(row, (q, t))| row.copy_from_slice(&pair_features(q, t, cfg)));
+        .for_each_init(PairScratch::default, |s, (row, (q, t))| {
+            row.copy_from_slice(&pair_features_with(s, q, t, cfg))
+        });
     out
+}
+
+/// Token ids of `text`, in order.
+fn token_ids(text: &str, lowercase: bool, buf: &mut String) -> Vec<u64> {
+    let mut ids = Vec::new();
+    hashing::for_each_word(text, lowercase, buf, |w| ids.push(token_id(w)));
+    ids
 }
 
 /// An inverted index over a fixed corpus for Okapi BM25 scoring and retrieval.
@@ -221,8 +279,9 @@ pub struct Bm25Index {
     b: f64,
     lowercase: bool,
     avgdl: f64,
-    vocab: HashMap<String, u32, Xxh3DefaultBuilder>,
-    /// Per term, `(doc, tf)` in increasing doc order, with the term's idf alongside.
+    /// Token id (see [`token_id`]) to term number.
+    vocab: HashMap<u64, u32, Xxh3DefaultBuilder>,
+    /// Per term, `(doc, tf)` in increasing doc order.
     postings: Vec<Vec<(u32, u32)>>,
     idf: Vec<f64>,
     doc_len: Vec<u32>,
@@ -231,26 +290,23 @@ pub struct Bm25Index {
 impl Bm25Index {
     /// Indexes `docs`; `k1` and `b` are expected to pass [`check_bm25_params`].
     pub fn build(docs: &[&str], k1: f32, b: f32, lowercase: bool) -> Bm25Index {
-        let tokenized: Vec<Vec<String>> = docs.par_iter().map(|d| hashing::words(d, lowercase)).collect();
-        let mut vocab: HashMap<String, u32, Xxh3DefaultBuilder> = HashMap::default();
+        let tokenized: Vec<Vec<u64>> = docs
+            .par_iter()
+            .map_init(String::new, |buf, d| token_ids(d, lowercase, buf))
+            .collect();
+        let mut vocab: HashMap<u64, u32, Xxh3DefaultBuilder> = HashMap::default();
         let mut postings: Vec<Vec<(u32, u32)>> = Vec::new();
         let mut doc_len = Vec::with_capacity(docs.len());
-        for (doc, mut toks) in tokenized.into_iter().enumerate() {
-            doc_len.push(toks.len() as u32);
-            toks.sort_unstable();
-            let mut i = 0;
-            while i < toks.len() {
-                let mut j = i + 1;
-                while j < toks.len() && toks[j] == toks[i] {
-                    j += 1;
-                }
+        for (doc, mut ids) in tokenized.into_iter().enumerate() {
+            doc_len.push(ids.len() as u32);
+            ids.sort_unstable();
+            for run in ids.chunk_by(|a, b| a == b) {
                 let next_id = postings.len() as u32;
-                let id = *vocab.entry(std::mem::take(&mut toks[i])).or_insert(next_id);
-                if id == next_id {
+                let term = *vocab.entry(run[0]).or_insert(next_id);
+                if term == next_id {
                     postings.push(Vec::new());
                 }
-                postings[id as usize].push((doc as u32, (j - i) as u32));
-                i = j;
+                postings[term as usize].push((doc as u32, run.len() as u32));
             }
         }
         let n = docs.len() as f64;
@@ -264,7 +320,16 @@ impl Bm25Index {
         let total: u64 = doc_len.iter().map(|&l| u64::from(l)).sum();
         // With no words in the corpus no term is ever scored, so any positive value will do.
         let avgdl = if total == 0 { 1.0 } else { total as f64 / n };
-        Bm25Index { k1: f64::from(k1), b: f64::from(b), lowercase, avgdl, vocab, postings, idf, doc_len }
+        Bm25Index {
+            k1: f64::from(k1),
+            b: f64::from(b),
+            lowercase,
+            avgdl,
+            vocab,
+            postings,
+            idf,
+            doc_len,
+        }
     }
 
     pub fn n_docs(&self) -> usize {
@@ -282,15 +347,19 @@ impl Bm25Index {
     }
 
     fn query_terms(&self, query: &str) -> Vec<usize> {
-        hashing::words(query, self.lowercase)
+        token_ids(query, self.lowercase, &mut String::new())
             .iter()
-            .filter_map(|w| self.vocab.get(w.as_str()).map(|&id| id as usize))
+            .filter_map(|id| self.vocab.get(id).map(|&term| term as usize))
             .collect()
     }
 
     /// BM25 score of document `doc` for `query`. Panics if `doc >= n_docs()`.
     pub fn score(&self, query: &str, doc: usize) -> f32 {
-        assert!(doc < self.n_docs(), "doc {doc} out of range for an index of {} docs", self.n_docs());
+        assert!(
+            doc < self.n_docs(),
+            "doc {doc} out of range for an index of {} docs",
+            self.n_docs()
+        );
         let doc = doc as u32;
         let mut total = 0.0f64;
         // Same terms in the same order as top_k, so both return bit-identical scores.
@@ -394,9 +463,22 @@ mod tests {
         assert_eq!(f[4], 1.0);
         assert!(close(f[0], 1.0));
         assert!(close(f[1], 2.0 / 3.0));
-        let cfg = MatchConfig { lowercase: false, ..Default::default() };
+        let cfg = MatchConfig {
+            lowercase: false,
+            ..Default::default()
+        };
         assert_eq!(pair_features("Shoe", "shoe", &cfg)[0], 0.0);
         assert_eq!(pair_features("Shoe", "shoe", &MatchConfig::default())[0], 1.0);
+    }
+
+    #[test]
+    fn coverage_counts_clusters() {
+        // "ab" has 2 clusters, "e\u{301}x" has 2 (the accent joins its e), so half is covered.
+        let f = feats("ab e\u{301}x", "ab");
+        assert!(close(f[9], 0.5), "{}", f[9]);
+        let f = feats("สวัสดี", "สวัสดี ครับ");
+        assert_eq!(f[4], 1.0);
+        assert!(f.iter().all(|v| v.is_finite()));
     }
 
     #[test]
@@ -416,11 +498,41 @@ mod tests {
     fn config_validation() {
         assert!(MatchConfig::default().validate().is_ok());
         for (cfg, arg) in [
-            (MatchConfig { k1: -0.1, ..Default::default() }, "k1"),
-            (MatchConfig { k1: f32::NAN, ..Default::default() }, "k1"),
-            (MatchConfig { b: 1.5, ..Default::default() }, "b"),
-            (MatchConfig { avgdl: 0.0, ..Default::default() }, "avgdl"),
-            (MatchConfig { avgdl: f32::INFINITY, ..Default::default() }, "avgdl"),
+            (
+                MatchConfig {
+                    k1: -0.1,
+                    ..Default::default()
+                },
+                "k1",
+            ),
+            (
+                MatchConfig {
+                    k1: f32::NAN,
+                    ..Default::default()
+                },
+                "k1",
+            ),
+            (
+                MatchConfig {
+                    b: 1.5,
+                    ..Default::default()
+                },
+                "b",
+            ),
+            (
+                MatchConfig {
+                    avgdl: 0.0,
+                    ..Default::default()
+                },
+                "avgdl",
+            ),
+            (
+                MatchConfig {
+                    avgdl: f32::INFINITY,
+                    ..Default::default()
+                },
+                "avgdl",
+            ),
         ] {
             assert!(matches!(cfg.validate(), Err(CoreError::InvalidValue { arg: a, .. }) if a == arg));
         }

@@ -5,7 +5,7 @@
 //! text must be identical no matter which language or markup it came wrapped in.
 
 use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
-use unicode_segmentation::UnicodeSegmentation;
+use unicode_segmentation::{GraphemeCursor, UnicodeSegmentation};
 
 /// Clean raw (possibly HTML) text into a single line of normalized, visible text.
 ///
@@ -24,7 +24,7 @@ pub fn clean_text(s: &str) -> String {
     let mut out = String::with_capacity(decoded.len());
     if decoded.is_ascii() {
         // ASCII is always NFKC; skipping the normalizer matters for multi-megabyte inputs.
-        push_collapsed(&mut out, decoded.chars());
+        push_collapsed_ascii(&mut out, &decoded);
     } else {
         let visible = || decoded.chars().filter(|&c| !is_junk(c));
         match is_nfkc_quick(visible()) {
@@ -50,17 +50,21 @@ pub fn truncate_graphemes(s: &str, max_chars: usize) -> &str {
     let end = if s.len() <= max_chars {
         s.len()
     } else {
-        let mut used = 0usize;
-        let mut end = 0usize;
-        for (start, cluster) in s.grapheme_indices(true) {
-            let n = char_len(cluster);
-            if used + n > max_chars {
-                break;
+        match s.char_indices().nth(max_chars) {
+            None => s.len(),
+            // The cut is the last cluster boundary at or before char `max_chars`. Asking the cursor
+            // about that one position, instead of segmenting every cluster before it, keeps long
+            // fields cheap: a 600-char description cap would otherwise segment 600 clusters.
+            Some((at, _)) => {
+                let mut cursor = GraphemeCursor::new(at, s.len(), true);
+                // With the whole string as the chunk, the cursor never asks for more context.
+                if cursor.is_boundary(s, 0).unwrap_or(false) {
+                    at
+                } else {
+                    cursor.prev_boundary(s, 0).ok().flatten().unwrap_or(0)
+                }
             }
-            used += n;
-            end = start + cluster.len();
         }
-        end
     };
     trim_end_clusters(&s[..end])
 }
@@ -112,6 +116,35 @@ fn is_junk(c: char) -> bool {
                 | '\u{FFF9}'..='\u{FFFB}'   // interlinear annotation
                 | '\u{E0001}'              // language tag
         )
+}
+
+/// [`push_collapsed`] for ASCII text, copying runs of visible bytes at once. Most catalog text is
+/// ASCII, and decoding it char by char with Unicode property lookups was the largest single cost
+/// of assembly. The classes are those of [`is_space`] and [`is_junk`] restricted to ASCII.
+fn push_collapsed_ascii(out: &mut String, s: &str) {
+    let b = s.as_bytes();
+    let mut pending_space = false;
+    let mut i = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' | 0x1C..=0x1F => {
+                pending_space = true;
+                i += 1;
+            }
+            0x00..=0x1F | 0x7F => i += 1,
+            _ => {
+                let start = i;
+                while i < b.len() && matches!(b[i], 0x21..=0x7E) {
+                    i += 1;
+                }
+                if pending_space && !out.is_empty() {
+                    out.push(' ');
+                }
+                pending_space = false;
+                out.push_str(&s[start..i]);
+            }
+        }
+    }
 }
 
 fn push_collapsed(out: &mut String, chars: impl Iterator<Item = char>) {
@@ -543,6 +576,18 @@ mod tests {
     }
 
     #[test]
+    fn ascii_fast_path_matches_the_general_one() {
+        let all: String = (0u8..=0x7F).map(char::from).collect();
+        for s in [all.as_str(), " a\x0Bb\x1Fc\x7Fd\x00 e\t\r\n", "\x01\x02", "x  ", "  ", ""] {
+            let mut fast = String::new();
+            push_collapsed_ascii(&mut fast, s);
+            let mut slow = String::new();
+            push_collapsed(&mut slow, s.chars());
+            assert_eq!(fast, slow, "{s:?}");
+        }
+    }
+
+    #[test]
     fn char_len_counts_scalars() {
         assert_eq!(char_len(""), 0);
         assert_eq!(char_len("héllo"), 5);
@@ -561,6 +606,37 @@ mod tests {
         assert_eq!(truncate_graphemes("🇯🇵🇫🇷", 3), "🇯🇵");
         assert_eq!(truncate_graphemes("e\u{301}x", 1), "");
         assert_eq!(truncate_graphemes("\r\n", 1), "");
+    }
+
+    #[test]
+    fn truncation_matches_the_cluster_by_cluster_definition() {
+        // The definition, spelled out: whole clusters while they fit, then trim.
+        fn reference(s: &str, max_chars: usize) -> &str {
+            let mut used = 0;
+            let mut end = 0;
+            for (start, cluster) in s.grapheme_indices(true) {
+                used += char_len(cluster);
+                if used > max_chars {
+                    break;
+                }
+                end = start + cluster.len();
+            }
+            trim_end_clusters(&s[..end])
+        }
+        let samples = [
+            "hello world",
+            "👨\u{200d}👩\u{200d}👧\u{200d}👦🇯🇵e\u{301}👍🏽नमस्ते",
+            "a\r\nb\r\n",
+            "🇯🇵🇫🇷🇩",
+            "สวัสดีครับ ภาษาไทย",
+            "x\u{301}\u{302}y  z \u{3000}w",
+            "각\u{1100}\u{1161}\u{11a8}",
+        ];
+        for s in samples {
+            for max_chars in 0..=char_len(s) + 1 {
+                assert_eq!(truncate_graphemes(s, max_chars), reference(s, max_chars), "{s:?} {max_chars}");
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,250 @@
+"""Serving latency and throughput: Ray Serve (1 and 2 replicas) vs plain FastAPI + uvicorn.
+
+Requests are 1 query x 100 items from the embedded sample catalog, sent on loopback by an asyncio
+load generator at increasing concurrency, each level bounded in time. Prints p50/p99 latency,
+requests/s and scored pairs/s per level, and the Serve/plain throughput ratio at equal concurrency.
+
+    python benches/bench_serving.py [--model DIR] [--seconds 6] [--concurrency 1 4 16 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sample_items(n: int) -> list[dict[str, Any]]:
+    from pinrel.datasets import sample
+
+    with tempfile.TemporaryDirectory() as d:
+        sample.generate(d, seed=0, n_items=max(n, 200), n_queries=20, n_labeled=100, n_unlabeled=100)
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(Path(d) / "catalog.parquet").slice(0, n).to_pylist()
+    fields = (
+        "title",
+        "description",
+        "captions",
+        "boards",
+        "queries",
+        "link_title",
+        "link_description",
+        "lang",
+    )
+    return [{"id": r["item_id"], **{k: r[k] for k in fields if r.get(k) is not None}} for r in rows]
+
+
+def default_student(out: Path) -> Path:
+    """A student with the shipped default sizes (random weights: speed does not depend on them)."""
+    import pinrel
+    from pinrel.student import StudentConfig, StudentModel, save_student
+
+    config = StudentConfig(grades=5)
+    save_student(
+        out,
+        StudentModel(config).eval(),
+        pinrel.FeatureHasher(n_features=config.n_features),
+        pinrel.AssemblySpec(),
+    )
+    return out
+
+
+async def run_level(url: str, body: dict[str, Any], concurrency: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/score", json=body)
+                except httpx.HTTPError:
+                    failures += 1
+                    continue
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    failures += 1
+
+        t_start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t_start
+    lat = sorted(latencies)
+    n = len(lat)
+    return {
+        "concurrency": concurrency,
+        "requests": n,
+        "failures": failures,
+        "rps": n / elapsed,
+        "pairs_s": n * len(body["items"]) / elapsed,
+        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+        "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))] if lat else float("nan"),
+    }
+
+
+async def run_rate(url: str, body: dict[str, Any], rate: float, seconds: float) -> dict[str, Any]:
+    """Open loop: a request every 1/rate s whatever the server does, as real traffic arrives."""
+    latencies: list[float] = []
+    failures = 0
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=256)
+    ) as client:
+
+        async def one() -> None:
+            nonlocal failures
+            t0 = time.perf_counter()
+            try:
+                r = await client.post("/v1/score", json=body)
+            except httpx.HTTPError:
+                failures += 1
+                return
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                failures += 1
+
+        tasks = []
+        t_start = time.perf_counter()
+        for k in range(int(rate * seconds)):
+            delay = t_start + k / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t_start
+    lat = sorted(latencies)
+    n = len(lat)
+    return {
+        "concurrency": f"r{rate:.0f}",
+        "requests": n,
+        "failures": failures,
+        "rps": n / elapsed,
+        "pairs_s": n * len(body["items"]) / elapsed,
+        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+        "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))] if lat else float("nan"),
+    }
+
+
+def wait_healthy(url: str, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+def bench(url: str, body: dict[str, Any], levels: list[int], seconds: float) -> list[dict[str, float]]:
+    asyncio.run(run_level(url, body, 2, 1.0))  # warm-up: first requests pay for lazy imports
+    rows = [asyncio.run(run_level(url, body, c, seconds)) for c in levels]
+    return [*rows, asyncio.run(run_rate(url, body, 100.0, seconds))]
+
+
+def serve_rows(
+    model: Path, replicas: int, levels: list[int], seconds: float, body: dict[str, Any]
+) -> list[dict]:
+    import ray
+    from ray import serve
+
+    from pinrel.serving import RelevanceService
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = RelevanceService.options(
+            num_replicas=replicas, max_ongoing_requests=64, ray_actor_options={"num_cpus": 2 / replicas}
+        ).bind(model_path=str(model))
+        serve.run(app, name="pinrel", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url)
+        return bench(url, body, levels, seconds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def plain_rows(model: Path, levels: list[int], seconds: float, body: dict[str, Any]) -> list[dict]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "benches" / "plain_fastapi_app.py"), str(model), str(port)],
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url)
+        return bench(url, body, levels, seconds)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", help="student dir (default: a default-size student with random weights)")
+    ap.add_argument("--seconds", type=float, default=6.0, help="duration of each concurrency level")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
+    ap.add_argument("--items", type=int, default=100)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model) if args.model else default_student(Path(tmp) / "student")
+        body = {"query": "red ceramic mug", "items": sample_items(args.items)}
+        table: dict[str, list[dict]] = {
+            "plain FastAPI": plain_rows(model, args.concurrency, args.seconds, body),
+            "Serve x1": serve_rows(model, 1, args.concurrency, args.seconds, body),
+            "Serve x2": serve_rows(model, 2, args.concurrency, args.seconds, body),
+        }
+    print(f"\n1 query x {args.items} items per request, {args.seconds:.0f} s per level, loopback,", end=" ")
+    print(f"{os.cpu_count()} CPUs; conc 'r100' = open loop at 100 requests/s")
+    print(f"{'server':<14}{'conc':>6}{'req/s':>9}{'pairs/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'fail':>6}")
+    for name, rows in table.items():
+        for r in rows:
+            print(
+                f"{name:<14}{r['concurrency']:>6}{r['rps']:>9.1f}{r['pairs_s']:>10.0f}"
+                f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['failures']:>6}"
+            )
+    plain = {r["concurrency"]: r for r in table["plain FastAPI"]}
+    print("\nServe / plain FastAPI throughput at equal concurrency (target >= 0.7x):")
+    for name in ("Serve x1", "Serve x2"):
+        ratios = [r["rps"] / plain[r["concurrency"]]["rps"] for r in table[name]]
+        print(
+            f"  {name}: "
+            + ", ".join(f"c={c}: {x:.2f}x" for c, x in zip(args.concurrency, ratios, strict=True))
+        )
+    best = max(r["pairs_s"] for rows in table.values() for r in rows if rows is not table["plain FastAPI"])
+    print(f"Serve saturation throughput: {best:.0f} pairs/s (target >= 20000)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

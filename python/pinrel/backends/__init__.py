@@ -1,0 +1,68 @@
+"""Inference backends for Hugging Face `*ForSequenceClassification` checkpoints.
+
+Every backend takes pair texts (already assembled) and returns grade probabilities `[n, K]` as float32.
+`hf` runs anywhere torch runs; `vllm` (GPU, optional extra) is for labeling at scale.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+BackendName = Literal["auto", "hf", "vllm"]
+BACKENDS: tuple[str, ...] = ("auto", "hf", "vllm")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the teacher and the labeler need from an inference engine."""
+
+    grades: int
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+
+
+def vllm_usable() -> bool:
+    """vLLM is worth choosing only when it is installed and a CUDA device is present."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend_name(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {name!r}")
+    if name == "auto":
+        return "vllm" if vllm_usable() else "hf"
+    return name
+
+
+def get_backend(name: str, model_dir: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """Build backend `name` ('auto' | 'hf' | 'vllm') over the checkpoint in `model_dir`."""
+    resolved = resolve_backend_name(name)
+    if resolved == "hf":
+        from .hf import HFBackend
+
+        return HFBackend(model_dir, **kwargs)
+    try:
+        module = importlib.import_module("pinrel.backends.vllm")
+    except ModuleNotFoundError as e:
+        if e.name == "pinrel.backends.vllm":
+            raise ValueError(
+                "backend 'vllm': pinrel.backends.vllm is not part of this pinrel build; use backend='hf'"
+            ) from e
+        if e.name == "vllm":
+            raise ValueError(
+                "backend 'vllm': the vllm package is not installed (pip install 'pinrel[vllm]')"
+            ) from e
+        raise
+    return module.VLLMBackend(model_dir, **kwargs)
+
+
+__all__ = ["BACKENDS", "Backend", "BackendName", "get_backend", "resolve_backend_name", "vllm_usable"]

@@ -1,0 +1,94 @@
+"""A small HTTP client for the pinrel service; standard library only, so any service can embed it."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+
+class ServiceError(RuntimeError):
+    """The service answered with an error; `status` and `body` carry what it said."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class Client:
+    """`Client("http://127.0.0.1:8000").score("red mug", [{"id": 1, "title": "Red mug"}])`."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        timeout: float = 30.0,
+        retries: int = 2,
+        backoff_s: float = 0.05,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url: expected an http(s) URL, got {url!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout: must be > 0, got {timeout!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+            raise ValueError(f"retries: must be an integer in [0, 10], got {retries!r}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def _request(self, method: str, path: str, payload: Any = None) -> Any:
+        # Scoring is idempotent, so a request that hit a replica as it died (5xx, reset connection)
+        # is safe to resend; 4xx means the request itself is wrong and is never retried.
+        for attempt in range(self.retries + 1):
+            try:
+                return self._request_once(method, path, payload)
+            except ServiceError as e:
+                if e.status < 500 or attempt == self.retries:
+                    raise
+            except (ConnectionError, urllib.error.URLError):
+                if attempt == self.retries:
+                    raise
+            time.sleep(self.backoff_s * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def _request_once(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            raw = e.read().decode("utf-8", "replace")
+            try:
+                body: Any = json.loads(raw)
+            except json.JSONDecodeError:
+                body = raw
+            raise ServiceError(e.code, body) from None
+
+    def score(
+        self, query: str, items: Sequence[dict[str, Any]], top_k: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Items ranked by expected grade, each with `id`, `index`, `score`, `grade` and `probs`."""
+        if not isinstance(query, str):
+            raise TypeError(f"query: expected str, got {type(query).__name__}")
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"items: expected a list of dicts, got {type(items).__name__}")
+        payload: dict[str, Any] = {"query": query, "items": list(items)}
+        if top_k is not None:
+            payload["top_k"] = top_k
+        return list(self._request("POST", "/v1/score", payload)["results"])
+
+    def model(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/v1/model"))
+
+    def healthy(self) -> bool:
+        try:
+            return self._request("GET", "/healthz").get("status") == "ok"
+        except (ServiceError, OSError):
+            return False

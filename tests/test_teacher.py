@@ -1,0 +1,380 @@
+"""pinrel.teacher: real fine-tuning of tiny models on Ray Train, export, reload, resume and input checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+import pinrel
+from pinrel.cli import main as cli_main
+from pinrel.predictor import ModelDirError, load_predictor
+from pinrel.records import make_records, write_records
+from pinrel.teacher import TeacherConfig, TeacherError, load_teacher, train_teacher
+from pinrel.testing import tiny_bert, tiny_llama
+
+NOUNS = "mug lamp chair table sofa vase rug clock shelf desk bowl plate kettle candle mirror pillow".split()
+ADJECTIVES = "red blue green black white wooden metal glass".split()
+FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit".split()
+
+
+def synthetic(n: int, seed: int) -> pa.Table:
+    """Three balanced grades with a learnable signal: 5 = the title names the query's noun, 2 = same
+    adjective, other noun, 1 = filler words. Majority-class accuracy is therefore 1/3."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        adj, noun = rng.choice(ADJECTIVES), rng.choice(NOUNS)
+        other = rng.choice([x for x in NOUNS if x != noun])
+        title, label = [
+            (f"{rng.choice(ADJECTIVES)} {noun}", 5),
+            (f"{adj} {other}", 2),
+            (f"{rng.choice(FILLER)} {rng.choice(FILLER)}", 1),
+        ][i % 3]
+        rows.append(
+            {
+                "query": f"{adj} {noun}",
+                "title": title,
+                "description": f"a {title} for the home",
+                "label": label,
+                "lang": "en",
+            }
+        )
+    return make_records(rows, grades=5)
+
+
+def config(model: Path, **kw: Any) -> TeacherConfig:
+    base: dict[str, Any] = {
+        "model": str(model),
+        "epochs": 1,
+        "batch_size": 8,
+        "max_length": 48,
+        "lr": 3e-3,
+        "warmup_ratio": 0.0,
+        "progress": False,
+    }
+    return TeacherConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    import ray
+
+    # Tiny models gain nothing from intra-op threads, and on a busy 2-CPU machine spinning threads cost a lot.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    # Ray Train gives a worker group 60 s to start (import torch, transformers, peft); a shared CI machine
+    # under load can take longer, and that must not fail the test.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("teacher-data")
+    train, dev = synthetic(300, seed=0), synthetic(90, seed=1)
+    write_records(train, root / "train.parquet")
+    write_records(dev, root / "dev.parquet")
+    texts = pinrel.assemble_pairs(train.column("query").to_pylist(), train)
+    return {
+        "root": root,
+        "train": train,
+        "dev": dev,
+        "train_path": root / "train.parquet",
+        "dev_path": root / "dev.parquet",
+        "texts": texts,
+    }
+
+
+@pytest.fixture(scope="module")
+def bert_model(data: dict[str, Any]) -> Path:
+    return tiny_bert(data["root"] / "tiny-bert", data["texts"])
+
+
+@pytest.fixture(scope="module")
+def llama_model(data: dict[str, Any]) -> Path:
+    return tiny_llama(data["root"] / "tiny-llama", data["texts"])
+
+
+@pytest.fixture(scope="module")
+def bert_run(ray_cluster: None, data: dict[str, Any], bert_model: Path) -> tuple[Path, dict[str, Any]]:
+    out = data["root"] / "bert-teacher"
+    manifest = train_teacher(data["train_path"], data["dev_path"], config(bert_model), out)
+    return out, json.loads(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def bert_resumed(
+    bert_run: tuple[Path, dict[str, Any]], data: dict[str, Any], bert_model: Path
+) -> dict[str, Any]:
+    out, _ = bert_run
+    # A relative output path, as the CLI usually gets one.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(out.parent)
+        return train_teacher(data["train"], data["dev"], config(bert_model, epochs=2), out.name)
+
+
+@pytest.fixture(scope="module")
+def llama_run(ray_cluster: None, data: dict[str, Any], llama_model: Path) -> tuple[Path, dict[str, Any]]:
+    out = data["root"] / "llama-teacher"
+    manifest = train_teacher(data["train"], data["dev"], config(llama_model, lr=2e-3), out)
+    return out, manifest
+
+
+def plain_transformers_proba(model_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
+    """Reference probabilities, one unpadded pair at a time, with nothing from pinrel in the path."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    rows = []
+    with torch.inference_mode():
+        for text in texts:
+            enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+            rows.append(torch.softmax(model(**enc).logits.float(), dim=-1)[0].numpy())
+    return np.stack(rows)
+
+
+# ------------------------------------------------------------------------------------------ full FT BERT
+
+
+def test_bert_manifest_and_outputs(bert_run: tuple[Path, dict[str, Any]], data: dict[str, Any]) -> None:
+    out, manifest = bert_run
+    on_disk = json.loads((out / "pinrel.json").read_text())
+    assert on_disk["kind"] == "teacher"
+    assert on_disk["version"] == pinrel.__version__
+    assert manifest["grades"] == 5 and manifest["lora"] is None and manifest["decoder"] is False
+    assert manifest["architecture"] == "BertForSequenceClassification"
+    assert manifest["train_rows"] == 300 and manifest["dev_rows"] == 90
+    assert manifest["assembly_spec"] == pinrel.AssemblySpec().to_dict()
+    assert set(manifest["metrics"]) == {"loss", "accuracy", "mae"}
+    assert manifest["metrics"]["accuracy"] == manifest["history"][-1]["dev_accuracy"]
+    assert [h["epoch"] for h in manifest["history"]] == [1]
+    assert manifest["resumed_from_epoch"] is None
+    assert (out / "model" / "model.safetensors").is_file()
+    assert not (out / "adapter").exists()
+    assert not list(out.glob(".export-*")), "the staging folder must not survive the export"
+
+
+def test_bert_merged_model_matches_load_teacher(
+    bert_run: tuple[Path, dict[str, Any]], data: dict[str, Any]
+) -> None:
+    out, _ = bert_run
+    dev: pa.Table = data["dev"].slice(0, 24)
+    teacher = load_teacher(out, progress=False, max_tokens=256, max_batch_size=8)
+    probs = teacher.predict_proba(dev)
+    assert probs.shape == (24, 5) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    reference = plain_transformers_proba(out / "model", teacher.pair_texts(dev), max_length=48)
+    np.testing.assert_allclose(probs, reference, atol=1e-5)
+    # The same records as a list of dicts, and through the generic loader.
+    as_dicts = load_predictor(out, progress=False).predict_proba(dev.to_pylist())
+    np.testing.assert_allclose(as_dicts, probs, atol=1e-5)
+    assert teacher.embed_texts(["red mug", "blue lamp"]).shape == (2, 64)
+
+
+def test_resume_continues_from_last_epoch_and_learns(
+    bert_run: tuple[Path, dict[str, Any]], bert_resumed: dict[str, Any]
+) -> None:
+    _, first = bert_run
+    assert bert_resumed["resumed_from_epoch"] == 1
+    assert [h["epoch"] for h in bert_resumed["history"]] == [1, 2]
+    # Epoch 1 was not retrained: its record is the one the first run wrote.
+    assert bert_resumed["history"][0] == first["history"][0]
+    steps = [h["global_step"] for h in bert_resumed["history"]]
+    assert steps[1] == 2 * steps[0]
+    # Chance (always the majority grade) is 1/3 on this balanced data.
+    assert bert_resumed["metrics"]["accuracy"] > 0.5, bert_resumed["history"]
+
+
+def test_rerun_when_done_only_exports(
+    bert_resumed: dict[str, Any],
+    bert_run: tuple[Path, dict[str, Any]],
+    data: dict[str, Any],
+    bert_model: Path,
+) -> None:
+    out, _ = bert_run
+    again = train_teacher(data["train"], data["dev"], config(bert_model, epochs=2), out)
+    assert again["history"] == bert_resumed["history"]
+    with pytest.raises(TeacherError, match="different run"):
+        train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, max_length=32), out)
+    with pytest.raises(TeacherError, match="after 2 epochs"):
+        train_teacher(data["train"], data["dev"], config(bert_model, epochs=1), out)
+
+
+# ---------------------------------------------------------------------------------------- LoRA Llama
+
+
+def test_llama_lora_export_matches_plain_transformers(
+    llama_run: tuple[Path, dict[str, Any]], llama_model: Path, data: dict[str, Any]
+) -> None:
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    out, manifest = llama_run
+    assert manifest["decoder"] is True
+    assert manifest["architecture"] == "LlamaForSequenceClassification"
+    assert manifest["lora"]["r"] == 8 and sorted(manifest["lora"]["target_modules"]) == ["q_proj", "v_proj"]
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+    merged = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert type(merged).__name__ == "LlamaForSequenceClassification"
+    assert merged.config.pad_token_id is not None and merged.config.num_labels == 5
+    # Training moved the head and (through the merged adapters) the attention projections.
+    base = load_file(str(llama_model / "model.safetensors"))
+    tuned = load_file(str(out / "model" / "model.safetensors"))
+    assert not torch.equal(base["score.weight"], tuned["score.weight"])
+    assert not torch.equal(
+        base["model.layers.0.self_attn.q_proj.weight"], tuned["model.layers.0.self_attn.q_proj.weight"]
+    )
+    assert torch.equal(base["model.layers.0.mlp.up_proj.weight"], tuned["model.layers.0.mlp.up_proj.weight"])
+
+    dev = data["dev"].slice(0, 16)
+    teacher = load_teacher(out, progress=False)
+    probs = teacher.predict_proba(dev)
+    np.testing.assert_allclose(
+        probs, plain_transformers_proba(out / "model", teacher.pair_texts(dev), 48), atol=1e-5
+    )
+
+
+# ------------------------------------------------------------------------------ errors before training
+
+
+def _write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("title,label\nred mug,5\n", "query"),
+        ("query,title,label\nmug,red mug,7\n", "outside 1..5"),
+        ("query,title,label\nmug,red mug,\n", "unlabeled"),
+        ("", "empty"),
+    ],
+    ids=["missing-query", "label-out-of-range", "no-labels", "empty-file"],
+)
+def test_bad_records_fail_before_training(
+    tmp_path: Path, bert_model: Path, content: str, message: str
+) -> None:
+    bad = _write_csv(tmp_path / "bad.csv", content)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        train_teacher(bad, None, config(bert_model), out)
+    assert not (out / "_ray").exists()
+
+
+def test_bad_model_and_config_fail_before_training(tmp_path: Path, data: dict[str, Any]) -> None:
+    with pytest.raises(TeacherError, match="does not exist"):
+        train_teacher(data["train"], None, config(tmp_path / "no-such-model"), tmp_path / "out")
+    (tmp_path / "empty-model").mkdir()
+    with pytest.raises(TeacherError, match=r"config\.json"):
+        train_teacher(data["train"], None, config(tmp_path / "empty-model"), tmp_path / "out")
+    with pytest.raises(TeacherError, match=r"unknown key.*'epoch'"):
+        TeacherConfig.from_dict({"model": "x", "epoch": 3})
+    with pytest.raises(TeacherError, match="needs a GPU"):
+        TeacherConfig(model="x", load_in_4bit=True)
+    with pytest.raises(TeacherError, match="grades"):
+        TeacherConfig(model="x", grades=1)
+    with pytest.raises(TeacherError, match="lr"):
+        TeacherConfig(model="x", lr=-1.0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_grades_must_match_the_records(tmp_path: Path, data: dict[str, Any], bert_model: Path) -> None:
+    with pytest.raises(TeacherError, match=r"graded 1\.\.5 but the teacher has grades=4"):
+        train_teacher(data["train"], None, config(bert_model, grades=4), tmp_path / "out")
+
+
+def test_yaml_config(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    shipped = TeacherConfig.from_yaml(repo / "train" / "teacher.yaml")
+    assert shipped.model and shipped.grades == 5 and shipped.lora is None
+    flat = _write_csv(tmp_path / "flat.yaml", "model: some/model\nepochs: 3\nlr: 1e-4\n")
+    loaded = TeacherConfig.from_yaml(flat, epochs=4)
+    assert loaded.epochs == 4 and loaded.lr == 1e-4  # PyYAML reads 1e-4 as a string
+    typo = _write_csv(tmp_path / "typo.yaml", "teacher:\n  model: m\n  learning_rate: 1e-4\n")
+    with pytest.raises(TeacherError, match="learning_rate"):
+        TeacherConfig.from_yaml(typo)
+
+
+def test_cli_reports_bad_input_clearly(
+    tmp_path: Path, bert_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _write_csv(tmp_path / "bad.csv", "query,title,label\nmug,red mug,9\n")
+    code = cli_main(
+        [
+            "teacher",
+            "train",
+            "--train",
+            str(bad),
+            "--model",
+            str(bert_model),
+            "--out",
+            str(tmp_path / "out"),
+            "--epochs",
+            "1",
+            "--no-lora",
+        ]
+    )
+    assert code == 2
+    assert "label 9 is outside 1..5" in capsys.readouterr().err
+    assert cli_main(["teacher", "train", "--train", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "'model' is required" in capsys.readouterr().err
+
+
+def test_train_entrypoint_parses_yaml(tmp_path: Path, bert_model: Path) -> None:
+    import importlib.util
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("train_teacher_entry", repo / "train" / "teacher.py")
+    assert spec is not None and spec.loader is not None
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    cfg = _write_csv(
+        tmp_path / "t.yaml",
+        f"data:\n  train: {tmp_path / 'missing.csv'}\n  out: {tmp_path / 'o'}\n"
+        f"teacher:\n  model: {bert_model}\n",
+    )
+    with pytest.raises(ValueError, match=r"missing\.csv"):
+        entry.main(["--config", str(cfg)])
+
+
+# ------------------------------------------------------------------------------------ bad model dirs
+
+
+def test_load_teacher_rejects_bad_dirs(tmp_path: Path, bert_run: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = bert_run
+    with pytest.raises(ModelDirError, match=r"pinrel\.json"):
+        load_teacher(tmp_path)
+    wrong = tmp_path / "wrong-kind"
+    shutil.copytree(out, wrong, ignore=shutil.ignore_patterns("_ray"))
+    manifest = json.loads((wrong / "pinrel.json").read_text())
+    (wrong / "pinrel.json").write_text(json.dumps({**manifest, "kind": "student"}))
+    with pytest.raises(ModelDirError, match="not a teacher"):
+        load_teacher(wrong)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(out, corrupt, ignore=shutil.ignore_patterns("_ray"))
+    weights = corrupt / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelDirError, match=r"cannot load|corrupt"):
+        load_teacher(corrupt, progress=False)
+    shutil.rmtree(corrupt / "model")
+    with pytest.raises(ModelDirError, match="does not exist"):
+        load_teacher(corrupt, progress=False)
