@@ -1,0 +1,811 @@
+"""Pseudo-labeling: the teacher grades a large pair set into resumable, exactly-once Parquet shards.
+
+Output layout (`out/`):
+
+- `manifest.json`: what the shards were computed from — the teacher's identity, K, the pairs file's
+  fingerprint and the shard size. A later run into the same folder must match it, or it refuses.
+- `part-00000.parquet`, ...: shard i holds pair rows [i * S, (i + 1) * S) of the pairs file, with
+  `pair_id` (int64 row number), every record field (query, item fields, lang, ids, human `label`),
+  `probs` (fixed_size_list<float32>[K], the teacher's grade distribution), `grade` (int32 argmax, 1..K)
+  and `expected_grade` (float32, sum of k * p_k).
+
+Shards are written atomically (temp file + rename), so a shard file either exists complete or not at
+all; a re-run after a crash skips the finished shards and labels exactly the missing rows. Because
+every shard is a pure function of (teacher, pairs rows, shard size), the in-process path and the Ray
+path write identical shards and may even finish each other's runs.
+
+Bad input policy: a pair whose item has no text is labeled from the query alone and counted (the
+teacher has seen such pairs in training data too, and dropping rows would break `pair_id` ranges);
+text beyond the assembly budget is truncated by `pinrel.assemble` and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .assembly import AssemblySpec, assemble, assemble_pairs
+from .io import atomic_write_with
+from .predictor import ModelDirError, read_manifest
+from .records import GRADES_KEY, SCHEMA, RecordsError, make_records, num_grades, read_records
+
+__all__ = [
+    "MANIFEST_NAME",
+    "LabelActor",
+    "LabelError",
+    "LabelSummary",
+    "ShardLabeler",
+    "label_pairs",
+    "label_pairs_ray",
+    "labels_schema",
+    "pairs_fingerprint",
+    "read_labels",
+    "shard_path",
+    "teacher_identity",
+]
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+DEFAULT_SHARD_SIZE = 10_000
+DEFAULT_MAX_TOKENS = 16_384
+_SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+_LOCK_NAME = ".lock"
+# Fingerprints hash the head and tail of big files instead of all of them: a Parquet footer (in the
+# tail) changes with any edit, and safetensors weights differ in both ends after any training step.
+_FINGERPRINT_BYTES = 1 << 20
+# Assembly limits that never bind, to tell whether the real budget truncated a pair.
+_UNBOUNDED = 1_000_000
+
+
+class LabelError(ValueError):
+    """The labeling run cannot proceed: mismatched teacher, pairs or output folder."""
+
+
+# --------------------------------------------------------------------------------------- identity
+
+
+def _hash_file_ends(h: Any, path: Path) -> None:
+    size = path.stat().st_size
+    h.update(f"{path.name}\0{size}\0".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_FINGERPRINT_BYTES))
+        if size > _FINGERPRINT_BYTES:
+            f.seek(max(size - _FINGERPRINT_BYTES, _FINGERPRINT_BYTES))
+            h.update(f.read())
+
+
+def teacher_identity(teacher: str | os.PathLike[str]) -> dict[str, Any]:
+    """What makes a teacher *this* teacher: a hash of its pinrel.json, model config and weight files.
+
+    Weights are hashed by name, size and their first and last MiB, which any retraining changes,
+    without reading a multi-GB checkpoint.
+    """
+    tdir = Path(teacher)
+    manifest = read_manifest(tdir)
+    if manifest["kind"] != "teacher":
+        raise ModelDirError(f"teacher: {tdir} holds a {manifest['kind']!r} model, not a teacher")
+    model_dir = tdir / "model"
+    config = model_dir / "config.json"
+    if not config.is_file():
+        raise ModelDirError(f"teacher: {tdir} has no model/config.json; is the teacher fully written?")
+    h = hashlib.sha256()
+    h.update((tdir / "pinrel.json").read_bytes())
+    h.update(config.read_bytes())
+    weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
+    if not weights:
+        raise ModelDirError(f"teacher: {model_dir} has no weight files (*.safetensors)")
+    for w in weights:
+        _hash_file_ends(h, w)
+    return {"sha256": h.hexdigest(), "path": str(tdir.resolve()), "base_model": manifest.get("base_model")}
+
+
+def pairs_fingerprint(pairs: str | os.PathLike[str], rows: int) -> dict[str, Any]:
+    """Size, row count and a hash of the first and last MiB of the pairs file (not its mtime, which
+    a copy or a `touch` changes without changing a single pair)."""
+    path = Path(pairs)
+    h = hashlib.sha256()
+    _hash_file_ends(h, path)
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "rows": rows, "sha256": h.hexdigest()}
+
+
+# ----------------------------------------------------------------------------------------- shards
+
+
+def shard_path(out: str | os.PathLike[str], index: int) -> Path:
+    return Path(out) / f"part-{index:05d}.parquet"
+
+
+def labels_schema(grades: int) -> pa.Schema:
+    """The schema of every shard: pair_id, the record fields, probs, grade, expected_grade."""
+    fields = [pa.field("pair_id", pa.int64()), *SCHEMA]
+    fields += [
+        pa.field("probs", pa.list_(pa.float32(), grades)),
+        pa.field("grade", pa.int32()),
+        pa.field("expected_grade", pa.float32()),
+    ]
+    return pa.schema(fields, metadata={GRADES_KEY: str(grades).encode("ascii")})
+
+
+class _PairsReader:
+    """Row ranges of a pairs file. Parquet is read by row group, keeping the last group decoded, so
+    reading consecutive shards decodes every group once; other formats are read whole, once."""
+
+    def __init__(self, path: str | os.PathLike[str], grades: int) -> None:
+        self.path = Path(path)
+        self.grades = grades
+        self._file: pq.ParquetFile | None = None
+        self._whole: pa.Table | None = None
+        self._cached: tuple[int, pa.Table] | None = None
+        if self.path.suffix.lower() in (".parquet", ".pq"):
+            try:
+                self._file = pq.ParquetFile(self.path)
+            except (pa.ArrowException, OSError) as e:
+                raise RecordsError(f"pairs: {self.path} is not a readable Parquet file ({e})") from None
+            self.num_rows = self._file.metadata.num_rows
+            names = self._file.schema_arrow.names
+            if "query" not in names:
+                raise RecordsError(f"pairs: {self.path} has no 'query' column (columns: {names})")
+            self.columns = [n for n in names if n in SCHEMA.names]
+            stored = num_grades(self._file.schema_arrow.empty_table())
+        else:
+            self._whole = read_records(self.path, grades=grades)
+            self.num_rows = self._whole.num_rows
+            stored = grades
+        if stored is not None and stored != grades:
+            raise LabelError(
+                f"pairs: {self.path} is graded on a {stored}-point scale but the teacher grades 1..{grades}"
+            )
+        starts = [0]
+        if self._file is not None:
+            for g in range(self._file.metadata.num_row_groups):
+                starts.append(starts[-1] + self._file.metadata.row_group(g).num_rows)
+        self._group_starts = np.asarray(starts, dtype=np.int64)
+
+    def read(self, start: int, stop: int) -> pa.Table:
+        """Rows [start, stop) as a validated records table (labels checked against 1..K)."""
+        if self._whole is not None:
+            return self._whole.slice(start, stop - start)
+        parts = []
+        first = int(np.searchsorted(self._group_starts, start, side="right")) - 1
+        for g in range(first, len(self._group_starts) - 1):
+            g0, g1 = int(self._group_starts[g]), int(self._group_starts[g + 1])
+            if g0 >= stop:
+                break
+            table = self._group(g)
+            lo, hi = max(start, g0) - g0, min(stop, g1) - g0
+            parts.append(table.slice(lo, hi - lo))
+        raw = pa.concat_tables(parts) if parts else pa.table({"query": pa.array([], pa.string())})
+        source = f"{self.path} rows {start + 1}..{stop}"
+        try:
+            return make_records(raw, grades=self.grades, source=source)
+        except RecordsError as e:
+            raise RecordsError(f"pairs: {e}") from None
+
+    def _group(self, g: int) -> pa.Table:
+        if self._cached is None or self._cached[0] != g:
+            assert self._file is not None
+            self._cached = (g, self._file.read_row_group(g, columns=self.columns))
+        return self._cached[1]
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def _shareable(path: Path) -> None:
+    # Atomic temp files are private (0600); labels are read by other users and Ray workers.
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _write_text(text: str, path: Path) -> None:
+    path.write_text(text, encoding="utf-8")
+    _shareable(path)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path)
+    _shareable(path)
+
+
+# ------------------------------------------------------------------------------------------ plan
+
+
+@dataclass
+class _Plan:
+    pairs: Path
+    teacher: Path
+    out: Path
+    grades: int
+    shard_size: int
+    rows: int
+    spec: dict[str, Any]
+    max_length: int | None
+    manifest: dict[str, Any]
+    pending: list[int]
+
+    @property
+    def shards(self) -> int:
+        return -(-self.rows // self.shard_size)
+
+    def bounds(self, index: int) -> tuple[int, int]:
+        return index * self.shard_size, min((index + 1) * self.shard_size, self.rows)
+
+
+def _check_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_backend(name: Any) -> None:
+    from .backends import BACKENDS
+
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {name!r}")
+
+
+def _teacher_settings(teacher: Path, grades: int | None) -> tuple[dict[str, Any], int]:
+    manifest = read_manifest(teacher)
+    if manifest["kind"] != "teacher":
+        raise ModelDirError(f"teacher: {teacher} holds a {manifest['kind']!r} model, not a teacher")
+    k = int(manifest["grades"])
+    if grades is not None and _check_int(grades, "grades", 2) != k:
+        raise LabelError(f"--grades {grades} was asked for, but the teacher in {teacher} grades 1..{k}")
+    return manifest, k
+
+
+def _wanted_manifest(
+    pairs: Path, rows: int, teacher: Path, tmanifest: dict[str, Any], grades: int, shard_size: int
+) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "kind": "labels",
+        "format": FORMAT_VERSION,
+        "grades": grades,
+        "shard_size": shard_size,
+        "rows": rows,
+        "shards": -(-rows // shard_size),
+        "teacher": teacher_identity(teacher),
+        "pairs": pairs_fingerprint(pairs, rows),
+        "assembly_spec": tmanifest.get("assembly_spec") or AssemblySpec().to_dict(),
+        "max_length": tmanifest.get("max_length"),
+        "pinrel_version": __version__,
+    }
+
+
+def _mismatches(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    problems = []
+    if have.get("kind") != "labels" or have.get("format") != FORMAT_VERSION:
+        problems.append(f"it is not a pinrel labels folder of format {FORMAT_VERSION}")
+    if have.get("teacher", {}).get("sha256") != want["teacher"]["sha256"]:
+        problems.append(f"its shards come from another teacher ({have.get('teacher', {}).get('path')})")
+    if have.get("grades") != want["grades"]:
+        problems.append(f"its shards have {have.get('grades')} grades, this teacher {want['grades']}")
+    hp, wp = have.get("pairs", {}), want["pairs"]
+    if (hp.get("sha256"), hp.get("rows"), hp.get("size")) != (wp["sha256"], wp["rows"], wp["size"]):
+        problems.append(f"its shards cover another pairs file ({hp.get('path')}, {hp.get('rows')} rows)")
+    if have.get("shard_size") != want["shard_size"]:
+        problems.append(f"its shard size is {have.get('shard_size')}, not {want['shard_size']}")
+    return problems
+
+
+def _existing_shards(out: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in out.iterdir() if (m := _SHARD_RE.match(p.name)))
+
+
+def _check_out(out: Path, want: dict[str, Any]) -> None:
+    """Refuse a folder whose shards were made from anything else; never overwrite them."""
+    mpath = out / MANIFEST_NAME
+    if mpath.is_file():
+        try:
+            have = json.loads(mpath.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LabelError(f"out: {mpath} is not valid JSON ({e}); refusing to touch {out}") from None
+        problems = _mismatches(have if isinstance(have, dict) else {}, want)
+        if problems:
+            raise LabelError(
+                f"out: {out} already holds labels that do not match this run: {'; '.join(problems)}. "
+                "Use another --out folder (nothing was overwritten)."
+            )
+        return
+    if _existing_shards(out):
+        raise LabelError(
+            f"out: {out} holds part-*.parquet shards but no {MANIFEST_NAME}, so their teacher and pairs "
+            "are unknown; use another --out folder (nothing was overwritten)"
+        )
+    text = json.dumps(want, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write_with(mpath, lambda tmp: _write_text(text, tmp))
+
+
+def _pending_shards(out: Path, plan_rows: int, shard_size: int) -> list[int]:
+    n = -(-plan_rows // shard_size)
+    done = set(_existing_shards(out))
+    stray = sorted(i for i in done if i >= n)
+    if stray:
+        raise LabelError(f"out: {out} holds shard {stray[0]} but the pairs have only {n} shards")
+    for i in sorted(done):
+        expect = min(shard_size, plan_rows - i * shard_size)
+        try:
+            got = pq.ParquetFile(shard_path(out, i)).metadata.num_rows
+        except (pa.ArrowException, OSError) as e:
+            raise LabelError(
+                f"out: {shard_path(out, i)} is unreadable ({e}); delete it to relabel it"
+            ) from None
+        if got != expect:
+            raise LabelError(
+                f"out: {shard_path(out, i)} has {got} rows, expected {expect}; delete it to relabel it"
+            )
+    return [i for i in range(n) if i not in done]
+
+
+def _remove_stale_temps(out: Path) -> None:
+    # A killed run leaves its half-written temp shard behind; the lock guarantees it is not ours.
+    for p in out.glob(".part-*.parquet.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """One writer per folder: two runs would race on the same temp files and shard names."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / _LOCK_NAME, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LabelError(f"out: another `pinrel label` run is writing to {out}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _plan(
+    pairs: str | os.PathLike[str],
+    teacher: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    shard_size: int,
+    grades: int | None,
+) -> _Plan:
+    shard_size = _check_int(shard_size, "shard_size")
+    tdir, pdir, odir = Path(teacher), Path(pairs), Path(out)
+    tmanifest, k = _teacher_settings(tdir, grades)
+    if not pdir.is_file():
+        raise FileNotFoundError(f"pairs: file not found: {pdir}")
+    reader = _PairsReader(pdir, k)
+    if reader.num_rows == 0:
+        raise RecordsError(f"pairs: {pdir} has no rows")
+    if odir.exists() and not odir.is_dir():
+        raise LabelError(f"out: {odir} exists and is not a directory")
+    want = _wanted_manifest(pdir, reader.num_rows, tdir, tmanifest, k, shard_size)
+    return _Plan(
+        pdir, tdir, odir, k, shard_size, reader.num_rows, want["assembly_spec"], want["max_length"], want, []
+    )
+
+
+@contextlib.contextmanager
+def _claimed(plan: _Plan) -> Iterator[_Plan]:
+    """Lock the output folder, check it against the plan and list the shards still to write."""
+    with _locked(plan.out):
+        _check_out(plan.out, plan.manifest)
+        plan.pending = _pending_shards(plan.out, plan.rows, plan.shard_size)
+        _remove_stale_temps(plan.out)
+        yield plan
+
+
+# --------------------------------------------------------------------------------------- labeling
+
+
+def _backend_kwargs(
+    plan_max_length: int | None, max_tokens: int, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    # Both backends take these; the labeler draws one progress bar for the whole run.
+    kw: dict[str, Any] = {"max_tokens": max_tokens, "progress": False}
+    if plan_max_length:
+        kw["max_length"] = int(plan_max_length)
+    kw.update(extra or {})
+    return kw
+
+
+def _stats_of(backend: Any) -> dict[str, float]:
+    stats = getattr(backend, "stats", None)
+    if stats is None:
+        return {}
+    d = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float))}
+
+
+def _unbounded(spec: AssemblySpec) -> AssemblySpec:
+    d = spec.to_dict()
+    d.update(
+        max_chars=_UNBOUNDED,
+        max_query_chars=_UNBOUNDED,
+        field_max_chars=dict.fromkeys(d.get("field_max_chars") or {}, _UNBOUNDED),
+    )
+    return AssemblySpec.from_dict(d)
+
+
+class ShardLabeler:
+    """Labels and writes one shard at a time; the unit both the in-process and the Ray path run.
+
+    Built once per process (or Ray actor): it loads the backend and opens the pairs file.
+    """
+
+    def __init__(
+        self,
+        pairs: str | os.PathLike[str],
+        out: str | os.PathLike[str],
+        teacher: str,
+        grades: int,
+        shard_size: int,
+        rows: int,
+        spec: dict[str, Any],
+        backend: str = "auto",
+        backend_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        from .backends import get_backend
+
+        self.out = Path(out)
+        self.grades, self.shard_size, self.rows = grades, shard_size, rows
+        self.spec = AssemblySpec.from_dict(spec)
+        self.full_spec = _unbounded(self.spec)
+        self.reader = _PairsReader(pairs, grades)
+        self.backend = get_backend(backend, Path(teacher) / "model", **(backend_kwargs or {}))
+        got = getattr(self.backend, "grades", grades)
+        if got != grades:
+            raise LabelError(f"teacher: its model has {got} output grades but its pinrel.json says {grades}")
+        self.schema = labels_schema(grades)
+
+    def label(self, records: pa.Table, first_pair_id: int) -> tuple[pa.Table, dict[str, int]]:
+        """Soft labels for `records` (a records table) as a shard table, plus bad-input counts."""
+        texts = assemble_pairs(records.column("query").to_pylist(), records, self.spec)
+        full = assemble_pairs(records.column("query").to_pylist(), records, self.full_spec)
+        items = assemble(records, self.spec)
+        counts = {
+            "empty_items": sum(1 for t in items if not t),
+            "truncated": sum(1 for a, b in zip(texts, full, strict=True) if len(a) < len(b)),
+        }
+        probs = np.asarray(self.backend.predict_proba(texts), dtype=np.float32)
+        if probs.shape != (records.num_rows, self.grades):
+            raise LabelError(
+                f"backend returned probabilities of shape {probs.shape}, "
+                f"expected ({records.num_rows}, {self.grades})"
+            )
+        return self._table(records, probs, first_pair_id), counts
+
+    def _table(self, records: pa.Table, probs: np.ndarray, first_pair_id: int) -> pa.Table:
+        n = records.num_rows
+        grades = np.arange(1, self.grades + 1, dtype=np.float64)
+        arrays = [pa.array(np.arange(first_pair_id, first_pair_id + n, dtype=np.int64))]
+        arrays += [records.column(name) for name in SCHEMA.names]
+        arrays += [
+            pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1), pa.float32()), self.grades),
+            pa.array(probs.argmax(axis=1).astype(np.int32) + 1),
+            pa.array((probs.astype(np.float64) @ grades).astype(np.float32)),
+        ]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def run(self, index: int) -> dict[str, float]:
+        """Label shard `index` and write it atomically; returns its counts and backend stat deltas."""
+        start, stop = index * self.shard_size, min((index + 1) * self.shard_size, self.rows)
+        if not 0 <= start < stop:
+            raise ValueError(f"shard {index} is outside the {self.rows} pairs")
+        before = _stats_of(self.backend)
+        t0 = time.perf_counter()
+        table, counts = self.label(self.reader.read(start, stop), start)
+        atomic_write_with(shard_path(self.out, index), lambda tmp: _write_parquet(table, tmp))
+        after = _stats_of(self.backend)
+        result: dict[str, float] = {
+            "shard": index,
+            "pairs": stop - start,
+            "seconds": time.perf_counter() - t0,
+        }
+        result.update(counts)
+        for key in ("tokens", "padded_tokens"):
+            result[key] = after.get(key, 0.0) - before.get(key, 0.0)
+        return result
+
+
+@dataclass
+class LabelSummary:
+    """One labeling run: what was written, skipped and how fast."""
+
+    out: str
+    backend: str
+    pairs: int = 0
+    shards: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    pairs_labeled: int = 0
+    empty_items: int = 0
+    truncated: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    seconds: float = 0.0  # labeling only, from the first shard on (throughput excludes model loading)
+    wall_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs_labeled / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def padding_waste(self) -> float:
+        return 1.0 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+    def add(self, shard: dict[str, float]) -> None:
+        self.shards_written += 1
+        self.pairs_labeled += int(shard["pairs"])
+        for key in ("empty_items", "truncated", "tokens", "padded_tokens"):
+            setattr(self, key, getattr(self, key) + int(shard.get(key, 0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(
+            pairs_per_second=self.pairs_per_second,
+            tokens_per_second=self.tokens_per_second,
+            padding_waste=self.padding_waste,
+        )
+        return d
+
+    def line(self) -> str:
+        """The final human-readable line: throughput, padding waste and what was skipped or odd."""
+        text = (
+            f"labeled {self.pairs_labeled:,} pairs in {self.seconds:.1f}s ({self.wall_seconds:.1f}s wall) "
+            f"({self.pairs_per_second:,.1f} pairs/s, {self.tokens_per_second:,.0f} tokens/s, "
+            f"padding waste {self.padding_waste:.1%}); shards {self.shards_written} written, "
+            f"{self.shards_skipped} already done of {self.shards}; {self.empty_items} empty items, "
+            f"{self.truncated} truncated pairs -> {self.out}"
+        )
+        return text
+
+
+def _finish(summary: LabelSummary, t0: float, progress: bool) -> LabelSummary:
+    summary.wall_seconds = time.perf_counter() - t0
+    if summary.empty_items:
+        msg = f"{summary.empty_items} pairs have an item with no text; they were labeled from the query alone"
+        summary.warnings.append(msg)
+        warnings.warn(msg, stacklevel=3)
+    if progress:
+        print(f"pinrel label: {summary.line()}", file=sys.stderr, flush=True)
+    return summary
+
+
+def _bar(plan: _Plan, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    done = plan.rows - sum(plan.bounds(i)[1] - plan.bounds(i)[0] for i in plan.pending)
+    return tqdm(
+        total=plan.rows,
+        initial=done,
+        unit="pair",
+        unit_scale=True,
+        disable=not progress,
+        file=sys.stderr,
+        desc="label",
+        dynamic_ncols=True,
+    )
+
+
+def _tick(bar: Any, summary: LabelSummary, shard: dict[str, float], t0: float) -> None:
+    summary.add(shard)
+    bar.update(int(shard["pairs"]))
+    elapsed = summary.seconds = max(time.perf_counter() - t0, 1e-9)
+    bar.set_postfix(
+        tok_s=f"{summary.tokens / elapsed:,.0f}", waste=f"{summary.padding_waste:.1%}", refresh=False
+    )
+
+
+def label_pairs(
+    pairs: str | os.PathLike[str],
+    teacher: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    backend: str = "auto",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    grades: int | None = None,
+    progress: bool = True,
+    backend_kwargs: dict[str, Any] | None = None,
+) -> LabelSummary:
+    """Label every pair of `pairs` with `teacher` into shards under `out`, in this process.
+
+    Resumes where a previous run into `out` stopped; refuses an `out` made from another teacher,
+    pairs file, grade scale or shard size. `backend` is 'auto' (vLLM on a GPU when installed, else
+    hf), 'hf' or 'vllm'; `max_tokens` is the per-batch token budget; `grades` (optional) must equal
+    the teacher's K. `backend_kwargs` go to the backend constructor (e.g. device, dtype).
+    """
+    max_tokens = _check_int(max_tokens, "max_tokens")
+    _check_backend(backend)
+    t0 = time.perf_counter()
+    with _claimed(_plan(pairs, teacher, out, shard_size, grades)) as plan:
+        summary = _summary(plan, backend)
+        if plan.pending:
+            labeler = ShardLabeler(
+                plan.pairs,
+                plan.out,
+                str(plan.teacher),
+                plan.grades,
+                plan.shard_size,
+                plan.rows,
+                plan.spec,
+                backend,
+                _backend_kwargs(plan.max_length, max_tokens, backend_kwargs),
+            )
+            with _bar(plan, progress) as bar:
+                t_run = time.perf_counter()
+                for i in plan.pending:
+                    _tick(bar, summary, labeler.run(i), t_run)
+    return _finish(summary, t0, progress)
+
+
+def _summary(plan: _Plan, backend: str) -> LabelSummary:
+    from .backends import resolve_backend_name
+
+    return LabelSummary(
+        out=str(plan.out),
+        backend=resolve_backend_name(backend),
+        pairs=plan.rows,
+        shards=plan.shards,
+        shards_skipped=plan.shards - len(plan.pending),
+    )
+
+
+# -------------------------------------------------------------------------------------------- Ray
+
+
+class LabelActor:
+    """A Ray Data callable class: loads the teacher once per actor, then labels and writes whole shards.
+
+    Each input row names a shard; the actor reads that shard's pair rows itself, so every shard is
+    one unit of work and is written exactly like the in-process path writes it.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.labeler = ShardLabeler(**kwargs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = [self.labeler.run(int(i)) for i in batch["shard"]]
+        keys = ("shard", "pairs", "seconds", "empty_items", "truncated", "tokens", "padded_tokens")
+        return {k: np.asarray([r.get(k, 0) for r in results], dtype=np.float64) for k in keys}
+
+
+def label_pairs_ray(
+    pairs: str | os.PathLike[str],
+    teacher: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+    backend: str = "auto",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    grades: int | None = None,
+    progress: bool = True,
+    backend_kwargs: dict[str, Any] | None = None,
+    address: str | None = None,
+) -> LabelSummary:
+    """`label_pairs` on Ray: a Ray Data pipeline over the pending shards, run by an actor pool of
+    `actors` (each with `gpus_per_actor` GPUs and `cpus_per_actor` CPUs) that loads the backend once.
+
+    Writes the same shards as `label_pairs`. The pairs file and `out` must be on storage every Ray
+    node sees. Connects to `address` (or the running/`RAY_ADDRESS` cluster, else starts a local one).
+    """
+    actors = _check_int(actors, "actors")
+    max_tokens = _check_int(max_tokens, "max_tokens")
+    _check_backend(backend)
+    for name, value in (("gpus_per_actor", gpus_per_actor), ("cpus_per_actor", cpus_per_actor)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+    t0 = time.perf_counter()
+    planned = _plan(pairs, teacher, out, shard_size, grades)
+    if planned.pairs.suffix.lower() not in (".parquet", ".pq"):
+        raise ValueError(f"pairs: the Ray path reads Parquet row groups; convert {planned.pairs} to Parquet")
+    with _claimed(planned) as plan:
+        summary = _summary(plan, backend)
+        if plan.pending:
+            ctor = {
+                "pairs": str(plan.pairs.resolve()),
+                "out": str(plan.out.resolve()),
+                "teacher": str(plan.teacher.resolve()),
+                "grades": plan.grades,
+                "shard_size": plan.shard_size,
+                "rows": plan.rows,
+                "spec": plan.spec,
+                "backend": backend,
+                "backend_kwargs": _backend_kwargs(plan.max_length, max_tokens, backend_kwargs),
+            }
+            _run_ray(plan, summary, ctor, actors, gpus_per_actor, cpus_per_actor, progress, address)
+    return _finish(summary, t0, progress)
+
+
+def _run_ray(
+    plan: _Plan,
+    summary: LabelSummary,
+    ctor: dict[str, Any],
+    actors: int,
+    gpus: float,
+    cpus: float,
+    progress: bool,
+    address: str | None,
+) -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the labeler's own bar counts pairs, not Ray blocks
+        shards = ray.data.from_items(
+            [{"shard": i} for i in plan.pending], override_num_blocks=len(plan.pending)
+        )
+        results = shards.map_batches(
+            LabelActor,
+            fn_constructor_kwargs=ctor,
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=min(actors, len(plan.pending))),
+            num_gpus=gpus,
+            num_cpus=cpus,
+        )
+        with _bar(plan, progress) as bar:
+            t_run = time.perf_counter()
+            for row in results.iter_rows():
+                _tick(bar, summary, {k: float(v) for k, v in row.items()}, t_run)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------- read
+
+
+def read_labels(out: str | os.PathLike[str], allow_partial: bool = False) -> pa.Table:
+    """All shards of a labels folder as one table, in pair order; refuses an unfinished folder unless
+    `allow_partial`."""
+    odir = Path(out)
+    mpath = odir / MANIFEST_NAME
+    if not mpath.is_file():
+        raise LabelError(f"labels: {odir} has no {MANIFEST_NAME}; is it a `pinrel label` output folder?")
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    n = int(manifest["shards"])
+    present = [i for i in range(n) if shard_path(odir, i).is_file()]
+    if len(present) < n and not allow_partial:
+        missing = sorted(set(range(n)) - set(present))
+        raise LabelError(
+            f"labels: {odir} is unfinished: {len(missing)} of {n} shards missing "
+            f"(first: {shard_path(odir, missing[0]).name}); re-run `pinrel label` to finish it"
+        )
+    schema = labels_schema(int(manifest["grades"]))
+    tables = [pq.read_table(shard_path(odir, i), schema=schema) for i in present]
+    return pa.concat_tables(tables) if tables else schema.empty_table()

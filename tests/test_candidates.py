@@ -1,0 +1,197 @@
+"""Candidate pairs: BM25 top-k (single index and streamed chunks) against brute force, negatives, output."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import pinrel
+from pinrel.candidates import (
+    CandidateStats,
+    bm25_top_k,
+    build_candidates,
+    random_negatives,
+    write_candidates,
+)
+from pinrel.records import SCHEMA, RecordsError, read_records
+
+K = 8
+
+
+@pytest.fixture(scope="module")
+def catalog() -> pa.Table:
+    """Items sorted by topic, with topics of very different text lengths, so that each chunk's BM25
+    statistics (idf, average length) are far from the whole catalog's."""
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(1200)]
+    titles, descs, ids = [], [], []
+    for i in range(1500):
+        topic = i // 300
+        words = vocab[topic * 150 : (topic + 1) * 150]
+        n = rng.randint(20, 60) if topic % 2 else rng.randint(2, 8)
+        titles.append(" ".join(rng.choices(words, k=n // 2 + 1)))
+        descs.append(" ".join(rng.choices(vocab, k=n)))
+        ids.append(f"it{i}")
+    titles[10] = descs[10] = ""  # an item without text
+    return pa.table({"item_id": ids, "title": titles, "description": descs})
+
+
+@pytest.fixture(scope="module")
+def queries() -> list[str]:
+    rng = random.Random(8)
+    qs = [" ".join(rng.choices([f"w{i}" for i in range(800)], k=rng.randint(1, 4))) for _ in range(60)]
+    return [*qs, "w3 w3 w17", "nothing matches this"]
+
+
+def brute_force(catalog: pa.Table, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    index = pinrel.Bm25Index(pinrel.assemble(catalog))
+    n = len(index)
+    scores = index.score([q for q in queries for _ in range(n)], np.tile(np.arange(n), len(queries)))
+    scores = scores.reshape(len(queries), n)
+    order = np.lexsort((np.tile(np.arange(n), (len(queries), 1)), -scores), axis=-1)[:, :k]
+    top = np.take_along_axis(scores, order, axis=1)
+    return np.where(top > 0, order, -1), np.where(top > 0, top, 0.0)
+
+
+def test_single_index_equals_brute_force(catalog: pa.Table, queries: list[str]) -> None:
+    ids, scores = bm25_top_k(queries, catalog, K)
+    want_ids, want_scores = brute_force(catalog, queries, K)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)
+    assert (ids[-1] == -1).all(), "a query matching nothing gets only padding"
+
+
+@pytest.mark.parametrize("chunk_rows", [400, 333, 1499])
+def test_streamed_chunks_keep_corpus_wide_bm25(
+    catalog: pa.Table, queries: list[str], tmp_path: Path, chunk_rows: int
+) -> None:
+    path = tmp_path / "catalog.parquet"
+    pq.write_table(catalog, path, row_group_size=250)  # row groups straddle the chunks
+    stats = CandidateStats()
+    ids, scores = bm25_top_k(queries, path, K, chunk_rows=chunk_rows, stats=stats)
+    want_ids, want_scores = brute_force(catalog, queries, K)
+    assert stats.chunks == -(-catalog.num_rows // chunk_rows) and stats.uncertified_queries == 0
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-6)
+    # Every returned item really has its score under the whole catalog's statistics ...
+    index = pinrel.Bm25Index(pinrel.assemble(catalog))
+    hit = ids >= 0
+    rows = np.nonzero(hit)[0]
+    true = index.score([queries[i] for i in rows], ids[hit])
+    np.testing.assert_allclose(scores[hit], true, rtol=1e-5, atol=1e-6)
+    # ... and the lists are the brute-force ones (equal scores may swap places).
+    assert (ids == want_ids).mean() > 0.99
+    assert stats.empty_items == 1
+
+
+def test_random_negatives_are_distinct_disjoint_and_seeded() -> None:
+    positives = np.array([[0, 1, 2, -1], [5, -1, -1, -1], [-1, -1, -1, -1]])
+    neg = random_negatives(positives, 50, 10, seed=3)
+    assert neg.shape == (3, 10)
+    for pos, row in zip(positives, neg, strict=True):
+        assert len(set(row.tolist())) == 10 and not set(row.tolist()) & set(pos.tolist())
+        assert ((row >= 0) & (row < 50)).all()
+    np.testing.assert_array_equal(neg, random_negatives(positives, 50, 10, seed=3))
+    assert not np.array_equal(neg, random_negatives(positives, 50, 10, seed=4))
+    small = random_negatives(np.array([[0, 1, 2]]), 5, 4, seed=0)
+    assert sorted(small[0, :2].tolist()) == [3, 4] and (small[0, 2:] == -1).all()
+    with pytest.raises(ValueError, match="negatives"):
+        random_negatives(positives, 50, -1, seed=0)
+
+
+def test_build_candidates_writes_records_with_a_source(
+    catalog: pa.Table, queries: list[str], tmp_path: Path
+) -> None:
+    qtable = pa.table({"query": queries, "query_id": [f"q{i}" for i in range(len(queries))]})
+    table, stats = build_candidates(qtable, catalog, k=K, negatives=3, seed=1)
+    assert table.column_names == [*SCHEMA.names, "source"]
+    assert table.column("label").null_count == table.num_rows
+    assert stats.bm25_pairs + stats.random_pairs == table.num_rows
+    assert stats.random_pairs == 3 * len(queries) and stats.queries_without_hits == 1
+    want_ids, _ = brute_force(catalog, queries, K)
+    first = table.filter(pa.compute.equal(table.column("query_id"), "q0"))
+    bm25 = [s == "bm25" for s in first.column("source").to_pylist()]
+    assert first.column("item_id").to_pylist()[: sum(bm25)] == [f"it{i}" for i in want_ids[0] if i >= 0]
+    for qid in ("q0", "q5", f"q{len(queries) - 1}"):
+        rows = table.filter(pa.compute.equal(table.column("query_id"), qid))
+        assert len(set(rows.column("item_id").to_pylist())) == rows.num_rows, "no item twice per query"
+    again, _ = build_candidates(qtable, catalog, k=K, negatives=3, seed=1)
+    assert again.equals(table)
+    other, _ = build_candidates(qtable, catalog, k=K, negatives=3, seed=2)
+    assert not other.equals(table)
+    path = tmp_path / "catalog.parquet"
+    pq.write_table(catalog, path)
+    chunked, _ = build_candidates(qtable, path, k=K, negatives=3, seed=1, chunk_rows=500)
+    assert chunked.column("item_id").to_pylist() == table.column("item_id").to_pylist()
+    out = write_candidates(table, tmp_path / "pairs.parquet")
+    assert pq.read_table(out).column("source").to_pylist() == table.column("source").to_pylist()
+    assert read_records(out).num_rows == table.num_rows  # the records reader ignores `source`
+
+
+def test_bad_input_is_named(catalog: pa.Table, tmp_path: Path) -> None:
+    q = pa.table({"query": ["red mug"]})
+    with pytest.raises(ValueError, match="k: expected an integer >= 1"):
+        build_candidates(q, catalog, k=0)
+    with pytest.raises(ValueError, match="negatives"):
+        build_candidates(q, catalog, negatives=-2)
+    with pytest.raises(RecordsError, match="no 'query' column"):
+        build_candidates(pa.table({"text": ["x"]}), catalog)
+    with pytest.raises(RecordsError, match="row 2: query is missing or blank"):
+        build_candidates(pa.table({"query": ["ok", "  "]}), catalog)
+    with pytest.raises(RecordsError, match="none of the item fields"):
+        build_candidates(q, pa.table({"price": [1.0]}))
+    csv = tmp_path / "catalog.csv"
+    csv.write_text("title\nmug\n")
+    with pytest.raises(ValueError, match="must be a Parquet file"):
+        build_candidates(q, csv)
+    with pytest.raises(FileNotFoundError, match="catalog"):
+        build_candidates(q, tmp_path / "missing.parquet")
+    with pytest.raises(ValueError, match=r"must end in \.parquet"):
+        write_candidates(pa.table({"query": ["x"]}), tmp_path / "pairs.csv")
+
+
+def test_cli(catalog: pa.Table, queries: list[str], tmp_path: Path) -> None:
+    from pinrel.cli import main
+
+    pq.write_table(catalog, tmp_path / "catalog.parquet")
+    pq.write_table(pa.table({"query": queries}), tmp_path / "queries.parquet")
+    code = main(
+        [
+            "candidates",
+            "--queries",
+            str(tmp_path / "queries.parquet"),
+            "--catalog",
+            str(tmp_path / "catalog.parquet"),
+            "--k",
+            "5",
+            "--negatives",
+            "2",
+            "--chunk-rows",
+            "700",
+            "--out",
+            str(tmp_path / "pairs.parquet"),
+        ]
+    )
+    assert code == 0
+    pairs = pq.read_table(tmp_path / "pairs.parquet")
+    assert set(pairs.column("source").to_pylist()) == {"bm25", "random"}
+    assert (
+        main(
+            [
+                "candidates",
+                "--queries",
+                str(tmp_path / "queries.parquet"),
+                "--catalog",
+                str(tmp_path / "catalog.parquet"),
+                "--k",
+                "0",
+                "--out",
+                str(tmp_path / "x.parquet"),
+            ]
+        )
+        == 2
+    )
