@@ -43,16 +43,9 @@ def sample_items(n: int) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         rows = pq.read_table(Path(d) / "catalog.parquet").slice(0, n).to_pylist()
-    fields = (
-        "title",
-        "description",
-        "captions",
-        "boards",
-        "queries",
-        "link_title",
-        "link_description",
-        "lang",
-    )
+    from pinrel.records import ITEM_FIELDS
+
+    fields = (*ITEM_FIELDS, "lang")
     return [{"id": r["item_id"], **{k: r[k] for k in fields if r.get(k) is not None}} for r in rows]
 
 
@@ -69,6 +62,20 @@ def default_student(out: Path) -> Path:
         pinrel.AssemblySpec(),
     )
     return out
+
+
+def summarize(level: int | str, latencies: list[float], failures: int, elapsed: float, items: int) -> dict:
+    lat = sorted(latencies)
+    n = len(lat)
+    return {
+        "concurrency": level,
+        "requests": n,
+        "failures": failures,
+        "rps": n / elapsed,
+        "pairs_s": n * items / elapsed,
+        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+        "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))] if lat else float("nan"),
+    }
 
 
 async def run_level(url: str, body: dict[str, Any], concurrency: int, seconds: float) -> dict[str, float]:
@@ -95,17 +102,7 @@ async def run_level(url: str, body: dict[str, Any], concurrency: int, seconds: f
         t_start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t_start
-    lat = sorted(latencies)
-    n = len(lat)
-    return {
-        "concurrency": concurrency,
-        "requests": n,
-        "failures": failures,
-        "rps": n / elapsed,
-        "pairs_s": n * len(body["items"]) / elapsed,
-        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
-        "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))] if lat else float("nan"),
-    }
+    return summarize(concurrency, latencies, failures, elapsed, len(body["items"]))
 
 
 async def run_rate(url: str, body: dict[str, Any], rate: float, seconds: float) -> dict[str, Any]:
@@ -138,17 +135,7 @@ async def run_rate(url: str, body: dict[str, Any], rate: float, seconds: float) 
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - t_start
-    lat = sorted(latencies)
-    n = len(lat)
-    return {
-        "concurrency": f"r{rate:.0f}",
-        "requests": n,
-        "failures": failures,
-        "rps": n / elapsed,
-        "pairs_s": n * len(body["items"]) / elapsed,
-        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
-        "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))] if lat else float("nan"),
-    }
+    return summarize(f"r{rate:.0f}", latencies, failures, elapsed, len(body["items"]))
 
 
 def wait_healthy(url: str, timeout: float = 180) -> None:

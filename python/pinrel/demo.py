@@ -133,16 +133,9 @@ def serve_and_query(student: Path, test: Path) -> list[dict[str, Any]]:
         for r in table:
             by_query.setdefault(r["query"], []).append(r)
         answers = []
-        fields = (
-            "title",
-            "description",
-            "captions",
-            "boards",
-            "queries",
-            "link_title",
-            "link_description",
-            "lang",
-        )
+        from .records import ITEM_FIELDS
+
+        fields = (*ITEM_FIELDS, "lang")
         for query, rows in list(by_query.items())[:3]:
             items = [
                 {"id": r["item_id"], **{f: r[f] for f in fields if r.get(f) is not None}} for r in rows[:20]
@@ -191,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     train_rows = read_records(d["train"])
     model, model_desc = teacher_model(args, work, train_rows.column("query").to_pylist(), grades)
 
-    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+    # log_to_driver keeps the workers' progress bars (teacher epochs, distillation) on the console.
+    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=True)
     try:
         config = {
             "model": model,
