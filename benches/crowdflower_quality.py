@@ -158,6 +158,7 @@ def teacher_done(out: Path, args: argparse.Namespace) -> bool:
         and m.get("base_model") == str(args.model or minilm_path())
         and m.get("epochs") == args.teacher_epochs
         and m.get("max_length") == args.max_length
+        and (args.teacher_lr is None or m.get("lr") == args.teacher_lr)
     )
 
 
@@ -175,6 +176,7 @@ def train_teacher_stage(args: argparse.Namespace, d: dict[str, Path], out: Path)
         "epochs": args.teacher_epochs,
         "max_length": args.max_length,
         "batch_size": 16,
+        "lr": args.teacher_lr,
         "seed": args.seed,
         "num_workers": 1,
         "cpus_per_worker": THREADS,
@@ -415,8 +417,9 @@ def report(args: argparse.Namespace, out: Path, ev: dict, speed: dict, extra: di
     caption = (
         f"CrowdFlower (K=4), query-disjoint 80/20 split (seed {args.seed}): {extra['split']}. "
         f"Teacher: {args.model or 'all-MiniLM-L6-v2'}, full fine-tuning, {args.teacher_epochs} epoch(s), "
-        f"max_length {args.max_length}, batch 16, on Ray Train (1 worker x {THREADS} CPUs; "
-        f"{per_epoch:.0f} s/epoch here), dev = 10% of the train queries (dev accuracy {t_dev:.3f}). "
+        f"max_length {args.max_length}, batch 16, lr {extra['teacher'].get('lr')}, on Ray Train "
+        f"(1 worker x {THREADS} CPUs; {per_epoch:.0f} s/epoch here), dev = 10% of the train queries "
+        f"(dev accuracy {t_dev:.3f}). "
         f"{sizing}"
         f"Pseudo-labels: {pairs['pairs']} pairs ({pairs['labelled_train_pairs']} labelled train pairs + "
         f"{pairs['unlabeled_pairs_kept']} unlabeled from BM25 top-{args.k} + {args.negatives} random per "
@@ -477,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "bench-out" / "crowdflower"))
     ap.add_argument("--teacher-epochs", type=int, default=1)
     ap.add_argument("--max-length", type=int, default=96)
+    ap.add_argument("--teacher-lr", type=float, default=None, help="default: pinrel's (3e-5 for encoders)")
     ap.add_argument("--k", type=int, default=30)
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--distill-epochs", type=int, default=10)
