@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING
 
 from .assembly import ITEM_FIELDS, AssemblySpec, assemble, assemble_pairs, clean_text
 from .batching import bucket_batches, get_num_threads, pad, padding_waste, set_num_threads
 from .client import Client
 from .features import MATCH_FEATURE_NAMES, Bm25Index, FeatureHasher
+
+if TYPE_CHECKING:
+    # Type checkers see the lazy names below as what they are, not as `object`.
+    from .predictor import Predictor, load_predictor
+    from .student import Scorer, Scores
 
 
 def __getattr__(name: str) -> object:
@@ -21,6 +27,10 @@ def __getattr__(name: str) -> object:
         from .student import Scorer
 
         return Scorer
+    if name == "Scores":
+        from .student import Scores
+
+        return Scores
     if name in ("load_predictor", "Predictor"):
         from . import predictor
 
@@ -42,6 +52,7 @@ __all__ = [
     "FeatureHasher",
     "Predictor",
     "Scorer",
+    "Scores",
     "__version__",
     "assemble",
     "assemble_pairs",
