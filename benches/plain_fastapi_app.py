@@ -1,4 +1,4 @@
-"""The serving bench's baseline: the same student behind plain FastAPI + uvicorn, no Ray.
+"""The serving bench's baseline: the same student and request handling behind plain FastAPI + uvicorn, no Ray.
 
 Run as `python benches/plain_fastapi_app.py MODEL_DIR PORT`.
 """
@@ -8,8 +8,9 @@ import sys
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import Response
 
-from pinrel.serving import ScoreRequest
+from pinrel.serving import DEFAULTS, ScoreRequest, check_limits, render_response
 from pinrel.student import Scorer
 
 scorer = Scorer.load(sys.argv[1])
@@ -17,16 +18,12 @@ app = FastAPI()
 
 
 @app.post("/v1/score")
-async def score(req: ScoreRequest) -> dict:
+async def score(req: ScoreRequest) -> Response:
+    # What a Serve replica does per request, minus Ray: limits, featurize + forward, render.
+    check_limits(req, DEFAULTS["max_items"], DEFAULTS["max_field_chars"])
     items = [i.model_dump(exclude={"id"}, exclude_none=True) for i in req.items]
-    probs = await asyncio.to_thread(scorer.predict_proba, [{"query": req.query, **i} for i in items])
-    grades = range(1, probs.shape[1] + 1)
-    results = [
-        {"id": it.id, "index": k, "score": float(sum(g * p for g, p in zip(grades, row, strict=True)))}
-        for k, (it, row) in enumerate(zip(req.items, probs, strict=True))
-    ]
-    results.sort(key=lambda r: -r["score"])
-    return {"results": results}
+    scores = await asyncio.to_thread(scorer.score, req.query, items)
+    return render_response("plain", req, scores)
 
 
 @app.get("/healthz")

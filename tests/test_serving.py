@@ -19,7 +19,7 @@ from ray import serve  # noqa: E402
 
 from pinrel import Client  # noqa: E402
 from pinrel.client import ServiceError  # noqa: E402
-from pinrel.serving import model_fingerprint  # noqa: E402
+from pinrel.serving import ScoreResponse, model_fingerprint  # noqa: E402
 
 from .serving_helpers import ITEMS, free_port, make_student  # noqa: E402
 
@@ -102,7 +102,12 @@ def test_scores_ranks_and_describes_the_model(base_url: str, students: tuple[Pat
     for r in results:
         assert abs(sum(r["probs"]) - 1) < 1e-4 and 1 <= r["grade"] <= 5 and 1 <= r["score"] <= 5
         assert r["id"] == ITEMS[r["index"]]["id"]
-    assert len(client.score("red mug", ITEMS, top_k=2)) == 2
+    top2 = client.score("red mug", ITEMS, top_k=2)
+    assert [r["index"] for r in top2] == [r["index"] for r in results[:2]]
+    # The body is rendered by hand for speed; it must still be exactly the documented schema.
+    status, raw = post(base_url, json.dumps({"query": "red mug", "items": ITEMS}).encode())
+    assert status == 200
+    assert ScoreResponse.model_validate(raw).model_dump() == raw
     info = client.model()
     assert info["grades"] == 5 and info["hash"] == model_fingerprint(students[0])
     with urllib.request.urlopen(base_url + "/docs", timeout=10) as resp:

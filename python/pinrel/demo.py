@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", default="demo-report", help="where the evaluation report goes")
     ap.add_argument("--teacher-model", help="HF model name or path (default: MiniLM if installed)")
     ap.add_argument("--teacher-epochs", type=int, default=2)
+    ap.add_argument("--teacher-lr", type=float, default=1e-4)
     ap.add_argument("--candidates-k", type=int, default=20)
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--distill-epochs", type=int, default=8)
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": args.teacher_epochs,
             "max_length": 128,
             "batch_size": 16,
+            # MiniLM-L6 is small: at the BERT-base default (3e-5), two short epochs leave it near the
+            # majority class (measured: dev accuracy 0.35 vs 0.5+ for the baselines).
+            "lr": args.teacher_lr,
             "seed": args.seed,
         }
         teacher_dir = work / "teacher"
