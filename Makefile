@@ -45,6 +45,7 @@ bench: install
 	$(PY) benches/run_all.py
 
 lint: install
+	cargo fmt --check
 	cargo clippy --all-targets --all-features -- -D warnings
 	$(VENV)/bin/ruff check python tests benches train serve
 	$(VENV)/bin/ruff format --check python tests benches train serve

@@ -34,12 +34,17 @@ fn field_arg(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<Field> {
     let name = as_str(obj, arg)?;
     Field::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
-        value_error(arg, format!("unknown field {name:?}; known fields: {}", known.join(", ")))
+        value_error(
+            arg,
+            format!("unknown field {name:?}; known fields: {}", known.join(", ")),
+        )
     })
 }
 
 fn dict_arg<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> PyResult<Bound<'py, PyDict>> {
-    obj.cast::<PyDict>().cloned().map_err(|_| type_error(arg, "dict", &type_name(obj)))
+    obj.cast::<PyDict>()
+        .cloned()
+        .map_err(|_| type_error(arg, "dict", &type_name(obj)))
 }
 
 #[pymethods]
@@ -121,7 +126,10 @@ impl PyAssemblySpec {
         for key in d.keys().iter() {
             let k = as_str(&key, "spec key")?;
             if !SPEC_KEYS.contains(&k) {
-                return Err(value_error("spec", format!("unknown key {k:?}; known keys: {}", SPEC_KEYS.join(", "))));
+                return Err(value_error(
+                    "spec",
+                    format!("unknown key {k:?}; known keys: {}", SPEC_KEYS.join(", ")),
+                ));
             }
         }
         let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> { d.get_item(k) };
@@ -234,7 +242,9 @@ fn items_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Item>> {
     rows.iter()
         .enumerate()
         .map(|(i, row)| {
-            let d = row.cast::<PyDict>().map_err(|_| type_error(&format!("items[{i}]"), "dict", &type_name(row)))?;
+            let d = row
+                .cast::<PyDict>()
+                .map_err(|_| type_error(&format!("items[{i}]"), "dict", &type_name(row)))?;
             item_from_dict(d, i)
         })
         .collect()
@@ -251,7 +261,10 @@ fn items_from_columns(columns: &Bound<'_, PyDict>) -> PyResult<Vec<Item>> {
         let values = sequence(&v, &format!("items[{name:?}]"))?;
         match n {
             Some(len) if len != values.len() => {
-                return Err(value_error("items", format!("column {name:?} has {} rows, expected {len}", values.len())))
+                return Err(value_error(
+                    "items",
+                    format!("column {name:?} has {} rows, expected {len}", values.len()),
+                ))
             }
             _ => n = Some(values.len()),
         }
@@ -306,12 +319,20 @@ fn assemble_pairs(
     if queries.len() != items.len() {
         return Err(value_error(
             "queries",
-            format!("has {} entries but items has {}; pairs need one query per item", queries.len(), items.len()),
+            format!(
+                "has {} entries but items has {}; pairs need one query per item",
+                queries.len(),
+                items.len()
+            ),
         ));
     }
     Ok(py.detach(|| {
         threads::install(|| {
-            queries.par_iter().zip(items.par_iter()).map(|(q, it)| core_assemble::assemble_pair(q, it, &spec)).collect()
+            queries
+                .par_iter()
+                .zip(items.par_iter())
+                .map(|(q, it)| core_assemble::assemble_pair(q, it, &spec))
+                .collect()
         })
     }))
 }

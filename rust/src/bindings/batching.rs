@@ -37,9 +37,17 @@ fn lengths_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
             .collect();
     }
     if obj.hasattr("dtype")? && !obj.is_instance_of::<PyList>() {
-        return Err(type_error("lengths", "a 1-D array of int64 or float64 (or a list of int)", &type_name(obj)));
+        return Err(type_error(
+            "lengths",
+            "a 1-D array of int64 or float64 (or a list of int)",
+            &type_name(obj),
+        ));
     }
-    sequence(obj, "lengths")?.iter().enumerate().map(|(i, v)| usize_arg(v, &format!("lengths[{i}]"))).collect()
+    sequence(obj, "lengths")?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| usize_arg(v, &format!("lengths[{i}]")))
+        .collect()
 }
 
 #[pyfunction]
@@ -56,7 +64,9 @@ fn bucket_batches<'py>(
         Some(v) => usize_arg(v, "max_batch_size")?,
         None => 256,
     };
-    let batches = py.detach(|| batching::bucket_batches(&lengths, max_tokens, max_batch_size)).map_err(to_py)?;
+    let batches = py
+        .detach(|| batching::bucket_batches(&lengths, max_tokens, max_batch_size))
+        .map_err(to_py)?;
     Ok(batches
         .into_iter()
         .map(|b| b.into_iter().map(|i| i as i64).collect::<Vec<_>>().into_pyarray(py))
@@ -70,7 +80,10 @@ fn padding_waste(lengths: &Bound<'_, PyAny>, batches: &Bound<'_, PyAny>) -> PyRe
     for (b, batch) in sequence(batches, "batches")?.iter().enumerate() {
         let idx = lengths_arg(batch).map_err(|e| value_error(&format!("batches[{b}]"), e))?;
         if let Some(&bad) = idx.iter().find(|&&i| i >= lengths.len()) {
-            return Err(value_error(&format!("batches[{b}]"), format!("index {bad} out of range for {} lengths", lengths.len())));
+            return Err(value_error(
+                &format!("batches[{b}]"),
+                format!("index {bad} out of range for {} lengths", lengths.len()),
+            ));
         }
         parsed.push(idx);
     }
@@ -82,7 +95,8 @@ fn i64_arg(v: &Bound<'_, PyAny>, arg: &str) -> PyResult<i64> {
     if v.is_instance_of::<pyo3::types::PyBool>() || !v.is_instance_of::<pyo3::types::PyInt>() {
         return Err(type_error(arg, "int", &type_name(v)));
     }
-    v.extract::<i64>().map_err(|_| value_error(arg, "does not fit in int64"))
+    v.extract::<i64>()
+        .map_err(|_| value_error(arg, "does not fit in int64"))
 }
 
 /// `(input_ids, attention_mask)`, both `[n, width]` int64.
@@ -101,11 +115,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for PadId {
 
 #[pyfunction]
 #[pyo3(signature = (token_id_lists, pad_id = PadId(0)))]
-fn pad<'py>(
-    py: Python<'py>,
-    token_id_lists: &Bound<'py, PyAny>,
-    pad_id: PadId,
-) -> PyResult<Padded<'py>> {
+fn pad<'py>(py: Python<'py>, token_id_lists: &Bound<'py, PyAny>, pad_id: PadId) -> PyResult<Padded<'py>> {
     let PadId(pad_id) = pad_id;
     let rows = non_empty(sequence(token_id_lists, "token_id_lists")?, "token_id_lists")?;
     let mut seqs = Vec::with_capacity(rows.len());

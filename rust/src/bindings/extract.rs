@@ -7,7 +7,10 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use super::errors::{type_error, value_error};
 
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_string())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_string())
 }
 
 /// Borrow a Python str as UTF-8. Lone surrogates cannot be encoded, so they are reported as a
@@ -20,7 +23,9 @@ pub fn as_str<'a>(obj: &'a Bound<'_, PyAny>, arg: &str) -> PyResult<&'a str> {
 /// large input costs about as much as assembling a short item, so it is built only for an error.
 pub fn as_str_lazy<'a>(obj: &'a Bound<'_, PyAny>, arg: impl FnOnce() -> String) -> PyResult<&'a str> {
     match obj.cast::<PyString>() {
-        Ok(s) => s.to_str().map_err(|_| value_error(&arg(), "string is not valid Unicode (it contains a lone surrogate)")),
+        Ok(s) => s
+            .to_str()
+            .map_err(|_| value_error(&arg(), "string is not valid Unicode (it contains a lone surrogate)")),
         Err(_) => Err(type_error(&arg(), "str", &type_name(obj))),
     }
 }
@@ -48,7 +53,10 @@ pub fn str_objects<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> PyResult<Vec<Boun
 }
 
 pub fn borrow_strs<'a>(objs: &'a [Bound<'_, PyAny>], arg: &str) -> PyResult<Vec<&'a str>> {
-    objs.iter().enumerate().map(|(i, o)| as_str_lazy(o, || format!("{arg}[{i}]"))).collect()
+    objs.iter()
+        .enumerate()
+        .map(|(i, o)| as_str_lazy(o, || format!("{arg}[{i}]")))
+        .collect()
 }
 
 /// An optional list of strings for list-valued item fields: None means absent, a bare str is

@@ -30,11 +30,19 @@ fn ngram_arg(obj: NgramArg<'_>, arg: &str, default: Option<(usize, usize)>) -> P
     if obj.is_none() {
         return Ok(None);
     }
-    let t = obj.cast::<PyTuple>().map_err(|_| type_error(arg, "a (min, max) tuple or None", &type_name(&obj)))?;
+    let t = obj
+        .cast::<PyTuple>()
+        .map_err(|_| type_error(arg, "a (min, max) tuple or None", &type_name(&obj)))?;
     if t.len() != 2 {
-        return Err(value_error(arg, format!("expected a (min, max) tuple, got {} elements", t.len())));
+        return Err(value_error(
+            arg,
+            format!("expected a (min, max) tuple, got {} elements", t.len()),
+        ));
     }
-    Ok(Some((usize_arg(&t.get_item(0)?, &format!("{arg}[0]"))?, usize_arg(&t.get_item(1)?, &format!("{arg}[1]"))?)))
+    Ok(Some((
+        usize_arg(&t.get_item(0)?, &format!("{arg}[0]"))?,
+        usize_arg(&t.get_item(1)?, &format!("{arg}[1]"))?,
+    )))
 }
 
 /// The compiled hasher. `pinrel.FeatureHasher` wraps it to return scipy matrices.
@@ -89,7 +97,10 @@ impl PyFeatureHasher {
             lowercase,
         };
         cfg.validate().map_err(to_py)?;
-        let matching = MatchConfig { lowercase, ..MatchConfig::default() };
+        let matching = MatchConfig {
+            lowercase,
+            ..MatchConfig::default()
+        };
         Ok(PyFeatureHasher { cfg, matching })
     }
 
@@ -131,11 +142,19 @@ impl PyFeatureHasher {
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<(
+        Bound<'py, PyArray1<f32>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<i64>>,
+    )> {
         let objs = non_empty(str_objects(texts, "texts")?, "texts")?;
         let strs = borrow_strs(&objs, "texts")?;
         let csr = py.detach(|| threads::install(|| hashing::transform(&strs, &self.cfg)));
-        Ok((csr.data.into_pyarray(py), csr.indices.into_pyarray(py), csr.indptr.into_pyarray(py)))
+        Ok((
+            csr.data.into_pyarray(py),
+            csr.indices.into_pyarray(py),
+            csr.indptr.into_pyarray(py),
+        ))
     }
 
     fn transform_pairs<'py>(
@@ -147,7 +166,10 @@ impl PyFeatureHasher {
         let q_objs = non_empty(str_objects(queries, "queries")?, "queries")?;
         let t_objs = str_objects(texts, "texts")?;
         if q_objs.len() != t_objs.len() {
-            return Err(value_error("queries", format!("has {} entries but texts has {}", q_objs.len(), t_objs.len())));
+            return Err(value_error(
+                "queries",
+                format!("has {} entries but texts has {}", q_objs.len(), t_objs.len()),
+            ));
         }
         let qs = borrow_strs(&q_objs, "queries")?;
         let ts = borrow_strs(&t_objs, "texts")?;
@@ -213,25 +235,31 @@ impl PyBm25Index {
         let qs = borrow_strs(&q_objs, "queries")?;
         let ids = doc_ids.as_slice()?;
         if ids.len() != qs.len() {
-            return Err(value_error("doc_ids", format!("has {} entries but queries has {}", ids.len(), qs.len())));
+            return Err(value_error(
+                "doc_ids",
+                format!("has {} entries but queries has {}", ids.len(), qs.len()),
+            ));
         }
         let n = self.index.n_docs();
         if let Some((i, &d)) = ids.iter().enumerate().find(|(_, &d)| d < 0 || d as usize >= n) {
-            return Err(value_error(&format!("doc_ids[{i}]"), format!("{d} is out of range for {n} documents")));
+            return Err(value_error(
+                &format!("doc_ids[{i}]"),
+                format!("{d} is out of range for {n} documents"),
+            ));
         }
         let out: Vec<f32> = py.detach(|| {
-            threads::install(|| qs.par_iter().zip(ids.par_iter()).map(|(q, &d)| self.index.score(q, d as usize)).collect())
+            threads::install(|| {
+                qs.par_iter()
+                    .zip(ids.par_iter())
+                    .map(|(q, &d)| self.index.score(q, d as usize))
+                    .collect()
+            })
         });
         Ok(out.into_pyarray(py))
     }
 
     /// Top-k documents per query as `(doc_ids, scores)`, each `[n_queries, k]`; -1 pads short lists.
-    fn top_k<'py>(
-        &self,
-        py: Python<'py>,
-        queries: &Bound<'py, PyAny>,
-        k: &Bound<'py, PyAny>,
-    ) -> PyResult<TopK<'py>> {
+    fn top_k<'py>(&self, py: Python<'py>, queries: &Bound<'py, PyAny>, k: &Bound<'py, PyAny>) -> PyResult<TopK<'py>> {
         let k = usize_arg(k, "k")?;
         if k == 0 {
             return Err(value_error("k", "must be >= 1, got 0"));
@@ -253,7 +281,10 @@ impl PyBm25Index {
                 (ids, scores)
             })
         });
-        Ok((ids.into_pyarray(py).reshape([nq, k])?, scores.into_pyarray(py).reshape([nq, k])?))
+        Ok((
+            ids.into_pyarray(py).reshape([nq, k])?,
+            scores.into_pyarray(py).reshape([nq, k])?,
+        ))
     }
 }
 

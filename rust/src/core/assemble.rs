@@ -152,7 +152,10 @@ impl Default for Spec {
 impl Spec {
     pub fn validate(&self) -> Result<()> {
         if self.max_chars < 1 {
-            return Err(CoreError::invalid("spec.max_chars", format!("must be >= 1, got {}", self.max_chars)));
+            return Err(CoreError::invalid(
+                "spec.max_chars",
+                format!("must be >= 1, got {}", self.max_chars),
+            ));
         }
         if self.max_chars > MAX_BUDGET {
             return Err(CoreError::invalid(
@@ -172,7 +175,10 @@ impl Spec {
         let mut seen = HashSet::new();
         for f in &self.fields {
             if !seen.insert(*f) {
-                return Err(CoreError::invalid("spec.fields", format!("duplicate field '{}'", f.name())));
+                return Err(CoreError::invalid(
+                    "spec.fields",
+                    format!("duplicate field '{}'", f.name()),
+                ));
             }
         }
         for &(f, cap) in &self.field_max_chars {
@@ -190,12 +196,20 @@ impl Spec {
     /// partial override does not silently strip labels; the last entry wins when `f` repeats, so
     /// pushing an override onto the defaults works.
     pub fn label(&self, f: Field) -> &str {
-        self.labels.iter().rev().find(|(g, _)| *g == f).map_or(f.default_label(), |(_, l)| l.as_str())
+        self.labels
+            .iter()
+            .rev()
+            .find(|(g, _)| *g == f)
+            .map_or(f.default_label(), |(_, l)| l.as_str())
     }
 
     /// The content cap for `f`, with the same fallback and precedence rules as [`Spec::label`].
     pub fn field_cap(&self, f: Field) -> usize {
-        self.field_max_chars.iter().rev().find(|(g, _)| *g == f).map_or(f.default_cap(), |&(_, c)| c)
+        self.field_max_chars
+            .iter()
+            .rev()
+            .find(|(g, _)| *g == f)
+            .map_or(f.default_cap(), |&(_, c)| c)
     }
 }
 
@@ -230,7 +244,11 @@ impl Part<'_> {
         if end == self.content.len() {
             return cut;
         }
-        match self.gaps.iter().find(|&&(entry_end, next_start)| entry_end < end && end <= next_start) {
+        match self
+            .gaps
+            .iter()
+            .find(|&&(entry_end, next_start)| entry_end < end && end <= next_start)
+        {
             Some(&(entry_end, _)) if is_cluster_boundary(&self.content, entry_end) => {
                 truncate_graphemes(&self.content[..entry_end], allot)
             }
@@ -240,7 +258,9 @@ impl Part<'_> {
 }
 
 fn is_cluster_boundary(s: &str, at: usize) -> bool {
-    GraphemeCursor::new(at, s.len(), true).is_boundary(s, 0).unwrap_or(false)
+    GraphemeCursor::new(at, s.len(), true)
+        .is_boundary(s, 0)
+        .unwrap_or(false)
 }
 
 fn clean_list(entries: &[String], list_separator: &str) -> (String, Vec<(usize, usize)>) {
@@ -370,7 +390,11 @@ pub fn assemble(item: &Item, spec: &Spec) -> String {
         }
 
         // Exact size: a budget-sized buffer per item costs more than the assembly of a short item.
-        let len = parts.iter().zip(&texts).map(|(p, t)| p.label.len() + t.len()).sum::<usize>()
+        let len = parts
+            .iter()
+            .zip(&texts)
+            .map(|(p, t)| p.label.len() + t.len())
+            .sum::<usize>()
             + spec.separator.len() * parts.len().saturating_sub(1);
         let mut out = String::with_capacity(len);
         for (n, (part, text)) in parts.iter().zip(&texts).enumerate() {
@@ -406,7 +430,10 @@ mod tests {
     use super::*;
 
     fn spec(max_chars: usize) -> Spec {
-        Spec { max_chars, ..Spec::default() }
+        Spec {
+            max_chars,
+            ..Spec::default()
+        }
     }
 
     #[test]
@@ -430,23 +457,48 @@ mod tests {
 
     #[test]
     fn list_cut_never_leaves_a_separator() {
-        let item = Item { boards: vec!["abc".into(), "def".into()], ..Item::default() };
-        let s = Spec { fields: vec![Field::Boards], ..spec(char_len("boards: abc; ")) };
+        let item = Item {
+            boards: vec!["abc".into(), "def".into()],
+            ..Item::default()
+        };
+        let s = Spec {
+            fields: vec![Field::Boards],
+            ..spec(char_len("boards: abc; "))
+        };
         assert_eq!(assemble(&item, &s), "boards: abc");
-        let s = Spec { fields: vec![Field::Boards], ..spec(char_len("boards: abc; d")) };
+        let s = Spec {
+            fields: vec![Field::Boards],
+            ..spec(char_len("boards: abc; d"))
+        };
         assert_eq!(assemble(&item, &s), "boards: abc; d");
     }
 
     #[test]
     fn lang_is_a_fixed_first_field() {
-        let item = Item { title: Some("hello world".into()), lang: Some(" fr ".into()), ..Item::default() };
-        let s = Spec { include_lang: true, ..Spec::default() };
+        let item = Item {
+            title: Some("hello world".into()),
+            lang: Some(" fr ".into()),
+            ..Item::default()
+        };
+        let s = Spec {
+            include_lang: true,
+            ..Spec::default()
+        };
         assert_eq!(assemble(&item, &s), "lang: fr | title: hello world");
-        let s = Spec { include_lang: true, ..spec(char_len("lang: fr | title: h")) };
+        let s = Spec {
+            include_lang: true,
+            ..spec(char_len("lang: fr | title: h"))
+        };
         assert_eq!(assemble(&item, &s), "lang: fr | title: h");
-        let s = Spec { include_lang: true, ..spec(char_len("lang: fr | title: ")) };
+        let s = Spec {
+            include_lang: true,
+            ..spec(char_len("lang: fr | title: "))
+        };
         assert_eq!(assemble(&item, &s), "lang: fr");
-        let s = Spec { include_lang: true, ..spec(3) };
+        let s = Spec {
+            include_lang: true,
+            ..spec(3)
+        };
         assert_eq!(assemble(&item, &s), "");
     }
 }

@@ -99,15 +99,25 @@ mod tests {
     #[test]
     fn arrival_order_wastes_more() {
         let lengths: Vec<usize> = (0..512).map(|i| (i * 7919) % 509 + 1).collect();
-        let arrival: Vec<Vec<usize>> = (0..lengths.len()).collect::<Vec<_>>().chunks(8).map(<[usize]>::to_vec).collect();
+        let arrival: Vec<Vec<usize>> = (0..lengths.len())
+            .collect::<Vec<_>>()
+            .chunks(8)
+            .map(<[usize]>::to_vec)
+            .collect();
         let bucketed = bucket_batches(&lengths, 8 * 509, 8).unwrap();
         assert!(padding_waste(&lengths, &bucketed) * 5.0 < padding_waste(&lengths, &arrival));
     }
 
     #[test]
     fn rejects_bad_arguments() {
-        assert!(bucket_batches(&[1, 2], 0, 4).unwrap_err().to_string().contains("max_tokens"));
-        assert!(bucket_batches(&[1, 2], 8, 0).unwrap_err().to_string().contains("max_batch_size"));
+        assert!(bucket_batches(&[1, 2], 0, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("max_tokens"));
+        assert!(bucket_batches(&[1, 2], 8, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("max_batch_size"));
         let err = bucket_batches(&[1, 20, 2], 8, 4).unwrap_err().to_string();
         assert!(err.contains("lengths[1]"), "{err}");
     }

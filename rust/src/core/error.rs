@@ -11,7 +11,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn invalid(arg: impl Into<String>, msg: impl Into<String>) -> Self {
-        CoreError::InvalidValue { arg: arg.into(), msg: msg.into() }
+        CoreError::InvalidValue {
+            arg: arg.into(),
+            msg: msg.into(),
+        }
     }
 }
 

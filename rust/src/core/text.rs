@@ -19,7 +19,11 @@ use unicode_segmentation::{GraphemeCursor, UnicodeSegmentation};
 /// is guaranteed to be NFKC.
 pub fn clean_text(s: &str) -> String {
     let stripped = if s.contains('<') { strip_html(s) } else { s.to_owned() };
-    let decoded = if stripped.contains('&') { decode_entities(&stripped) } else { stripped };
+    let decoded = if stripped.contains('&') {
+        decode_entities(&stripped)
+    } else {
+        stripped
+    };
 
     let mut out = String::with_capacity(decoded.len());
     if decoded.is_ascii() {
@@ -248,11 +252,17 @@ fn find_byte(b: &[u8], from: usize, x: u8) -> Option<usize> {
 
 /// Needles here are a few bytes long, so the naive scan is linear in practice (O(n * |needle|)).
 fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    b.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
 }
 
 fn find_ci(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    b.get(from..)?.windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle)).map(|p| p + from)
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
+        .map(|p| p + from)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -558,7 +568,10 @@ mod tests {
         assert_eq!(clean_text("ﬁle"), "file");
         assert_eq!(clean_text("e\u{301}"), "\u{e9}");
         assert_eq!(clean_text("a\u{0}b\u{7}c\u{7F}d\u{9F}e"), "abcde");
-        assert_eq!(clean_text("zero\u{200B}width\u{FEFF} soft\u{AD}hyphen"), "zerowidth softhyphen");
+        assert_eq!(
+            clean_text("zero\u{200B}width\u{FEFF} soft\u{AD}hyphen"),
+            "zerowidth softhyphen"
+        );
         assert_eq!(clean_text("\u{202E}abc\u{202C} \u{2067}x\u{2069}"), "abc x");
         // ZWNJ in Persian and ZWJ in emoji sequences must survive.
         assert_eq!(clean_text("می\u{200C}خواهم"), "می\u{200C}خواهم");
@@ -569,7 +582,10 @@ mod tests {
 
     #[test]
     fn collapses_whitespace() {
-        assert_eq!(clean_text("  a \t\n\r b\u{2003}\u{3000}c\u{2028}d\u{85}e\u{1F}f  "), "a b c d e f");
+        assert_eq!(
+            clean_text("  a \t\n\r b\u{2003}\u{3000}c\u{2028}d\u{85}e\u{1F}f  "),
+            "a b c d e f"
+        );
         assert_eq!(clean_text("\n\t "), "");
         assert_eq!(clean_text(""), "");
         assert_eq!(clean_text("a \u{200B} b"), "a b");
@@ -578,7 +594,14 @@ mod tests {
     #[test]
     fn ascii_fast_path_matches_the_general_one() {
         let all: String = (0u8..=0x7F).map(char::from).collect();
-        for s in [all.as_str(), " a\x0Bb\x1Fc\x7Fd\x00 e\t\r\n", "\x01\x02", "x  ", "  ", ""] {
+        for s in [
+            all.as_str(),
+            " a\x0Bb\x1Fc\x7Fd\x00 e\t\r\n",
+            "\x01\x02",
+            "x  ",
+            "  ",
+            "",
+        ] {
             let mut fast = String::new();
             push_collapsed_ascii(&mut fast, s);
             let mut slow = String::new();
@@ -634,7 +657,11 @@ mod tests {
         ];
         for s in samples {
             for max_chars in 0..=char_len(s) + 1 {
-                assert_eq!(truncate_graphemes(s, max_chars), reference(s, max_chars), "{s:?} {max_chars}");
+                assert_eq!(
+                    truncate_graphemes(s, max_chars),
+                    reference(s, max_chars),
+                    "{s:?} {max_chars}"
+                );
             }
         }
     }
@@ -642,7 +669,13 @@ mod tests {
     #[test]
     fn large_adversarial_inputs_are_linear() {
         let n = 200_000;
-        for s in ["<script>".repeat(n), "<!--".repeat(n), "<a".repeat(n), "&#".repeat(n), "&amp".repeat(n)] {
+        for s in [
+            "<script>".repeat(n),
+            "<!--".repeat(n),
+            "<a".repeat(n),
+            "&#".repeat(n),
+            "&amp".repeat(n),
+        ] {
             let t = std::time::Instant::now();
             let _ = clean_text(&s);
             assert!(t.elapsed().as_secs_f64() < 2.0);
