@@ -54,6 +54,7 @@ LABEL_MANIFEST = "manifest.json"
 RUN_NAME = "distill"  # fixed, so a second run with the same out_dir finds the first one's checkpoints
 STORAGE = "_ray"
 RUN_FILE = "run.json"
+SELECT_METRIC = "dev_loss"  # what keep_best minimises
 KILL_ENV = "PINREL_TEST_KILL_AT_EPOCH"  # test hook: rank 0 kills itself once after that epoch's checkpoint
 
 DEFAULT_HASHER: dict[str, Any] = {
@@ -107,6 +108,10 @@ class DistillConfig:
     seed: int = 0
     max_failures: int = 1
     checkpoints_to_keep: int = 2
+    # With a dev set, the saved student is the epoch with the lowest dev loss (the training
+    # objective on held-out queries) rather than the last: with hashed-feature tables of millions
+    # of weights and tens of thousands of pairs, later epochs can overfit. False: the last epoch.
+    keep_best: bool = True
     embedding_column: str | None = None
     hasher: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HASHER))
     student: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STUDENT))
@@ -118,8 +123,9 @@ class DistillConfig:
             if v is not None and (not isinstance(v, str) or not v):
                 raise ValueError(f"{name}: expected a non-empty string or null, got {v!r}")
         _check_int(self.workers, "workers", 1)
-        if not isinstance(self.gpu, bool):
-            raise ValueError(f"gpu: expected true or false, got {self.gpu!r}")
+        for name in ("gpu", "keep_best"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.cpus_per_worker is not None:
             _check_number(self.cpus_per_worker, "cpus_per_worker", 0.0, lo_open=True)
         _check_int(self.epochs, "epochs", 1)
@@ -908,8 +914,25 @@ def _kill_at_epoch() -> int | None:
         raise ValueError(f"{KILL_ENV}={raw!r}: expected an epoch number") from None
 
 
+def _selects_best(cfg: DistillConfig, plan: _Plan) -> bool:
+    return cfg.keep_best and plan.dev_rows > 0
+
+
+def _checkpoint_config(cfg: DistillConfig, plan: _Plan) -> Any:
+    from ray.train import CheckpointConfig
+
+    if not _selects_best(cfg, plan):
+        return CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep)
+    # Ray keeps the best `num_to_keep` by dev loss and, for restarts, always the latest as well.
+    return CheckpointConfig(
+        num_to_keep=cfg.checkpoints_to_keep,
+        checkpoint_score_attribute=SELECT_METRIC,
+        checkpoint_score_order="min",
+    )
+
+
 def _trainer(cfg: DistillConfig, loop_cfg: dict[str, Any], plan: _Plan, storage: Path) -> Any:
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     scaling = ScalingConfig(
@@ -919,7 +942,7 @@ def _trainer(cfg: DistillConfig, loop_cfg: dict[str, Any], plan: _Plan, storage:
         name=RUN_NAME,
         storage_path=str(storage),
         failure_config=FailureConfig(max_failures=cfg.max_failures),
-        checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+        checkpoint_config=_checkpoint_config(cfg, plan),
     )
     return TorchTrainer(
         _train_loop,
@@ -938,17 +961,24 @@ def _finish(
     hasher: FeatureHasher,
     spec: AssemblySpec,
     teacher: dict[str, Any],
+    select_best: bool,
 ) -> dict[str, Any]:
     if result.error is not None:
         raise RuntimeError(f"distillation failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError("distillation ended without a checkpoint")
+    chosen = result.checkpoint
+    if select_best:
+        chosen = result.get_best_checkpoint(SELECT_METRIC, "min") or result.checkpoint
     with result.checkpoint.as_directory() as d:
+        # The latest checkpoint holds the whole run's history; the chosen one only its prefix.
+        history = list(_read_checkpoint_state(Path(d))["history"])
+    with chosen.as_directory() as d:
         state = _read_checkpoint_state(Path(d))
         model = StudentModel(student)
         model.load_state_dict(load_file(str(Path(d) / "model.safetensors")), strict=True)
-    history = list(state["history"])
-    metrics = dict(history[-1]) if history else {}
+    metrics = dict(state["history"][-1]) if state["history"] else {}
+    metrics["selected_epoch"] = int(state["epoch"])
     # One headline number for summaries: agreement with the teacher's grade, on dev when there is one.
     agreement = metrics.get("dev_agreement")
     metrics["teacher_agreement"] = agreement if agreement is not None else metrics.get("train_agreement")
@@ -1007,7 +1037,7 @@ def distill(
         "labels_dir": str(Path(labels_dir).resolve()),
         "rows": plan.labels.rows,
     }
-    summary = _finish(result, out, student, hasher, spec, teacher)
+    summary = _finish(result, out, student, hasher, spec, teacher, _selects_best(cfg, plan))
     summary.update(
         train_rows=plan.train_rows,
         dev_rows=plan.dev_rows,
