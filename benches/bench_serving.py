@@ -208,7 +208,22 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=6.0, help="duration of each concurrency level")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
     ap.add_argument("--items", type=int, default=100)
+    ap.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the Ray cluster the Serve runs start (repeatable), e.g. Ray Serve's "
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED=1; set before ray.init, so the controller, proxy and "
+        "replicas all see it",
+    )
     args = ap.parse_args()
+    for kv in args.serve_env:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            ap.error(f"--serve-env: expected KEY=VALUE, got {kv!r}")
+        # The plain FastAPI app runs first and never reads RAY_* variables.
+        os.environ[key] = value
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else default_student(Path(tmp) / "student")
@@ -220,6 +235,8 @@ def main() -> int:
         }
     print(f"\n1 query x {args.items} items per request, {args.seconds:.0f} s per level, loopback,", end=" ")
     print(f"{os.cpu_count()} CPUs; conc 'r100' = open loop at 100 requests/s")
+    if args.serve_env:
+        print("Serve runs with: " + " ".join(args.serve_env))
     print(f"{'server':<14}{'conc':>6}{'req/s':>9}{'pairs/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'fail':>6}")
     for name, rows in table.items():
         for r in rows:

@@ -4,15 +4,17 @@ Run as `python benches/plain_fastapi_app.py MODEL_DIR PORT`.
 """
 
 import asyncio
+import os
 import sys
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from pinrel.serving import DEFAULTS, ScoreRequest, check_limits, render_response
+from pinrel.serving import DEFAULTS, ScoreRequest, check_limits, configure_threads, render_response
 from pinrel.student import Scorer
 
+configure_threads(os.cpu_count() or 1)  # as a Serve replica does with its reserved CPUs
 scorer = Scorer.load(sys.argv[1])
 app = FastAPI()
 

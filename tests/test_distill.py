@@ -351,8 +351,26 @@ def test_every_kind_of_dev_set(labels_dir: Path, tmp_path: Path) -> None:
     student = StudentConfig(grades=GRADES, n_features=2**10, embed_dim=4, hidden=(8,))
     data = D._table_data(records.dev_table, hasher, spec, student)
     metrics = D._evaluate(StudentModel(student), data, {"temperature": 2.0}, torch.device("cpu"))
-    assert set(metrics) == {"dev_rows", "dev_accuracy", "dev_ndcg@10"}
-    assert 0.0 <= metrics["dev_ndcg@10"] <= 1.0
+    assert set(metrics) == {"dev_rows", "dev_accuracy", "dev_ndcg@10", "dev_ce"}
+    assert 0.0 <= metrics["dev_ndcg@10"] <= 1.0 and metrics["dev_ce"] > 0.0
+    # keep_best minimises what each kind of dev set can measure.
+    assert D._select_metric(cfg, held_out) == D._select_metric(cfg, separate) == "dev_loss"
+    assert D._select_metric(cfg, records) == "dev_ce"
+    assert D._select_metric(dataclasses.replace(cfg, keep_best=False), held_out) is None
+    assert D._select_metric(cfg, D._plan(labels_dir, dataclasses.replace(cfg, dev=None))) is None
+
+
+@pytest.mark.slow
+def test_records_dev_set_selects_by_label_loss(ray_local: None, labels_dir: Path, tmp_path: Path) -> None:
+    # The demo's shape: label shards to train on, a human-labelled records file as dev.
+    dev = tmp_path / "dev.parquet"
+    rows = _table(labels_dir).slice(0, 200)
+    pq.write_table(rows.select(["query", "title", "lang"]).append_column("label", rows.column("grade")), dev)
+    summary = distill(labels_dir, tmp_path / "student", {**TINY, "epochs": 2, "dev": str(dev)})
+    history = summary["history"]
+    assert all("dev_ce" in h and "dev_loss" not in h for h in history)
+    best = min(history, key=lambda h: h["dev_ce"])
+    assert summary["metrics"]["selected_epoch"] == best["epoch"] == summary["epoch"]
 
 
 def test_cli_reports_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-model", help="HF model name or path (default: MiniLM if installed)")
     ap.add_argument("--teacher-epochs", type=int, default=2)
     ap.add_argument("--teacher-lr", type=float, default=1e-4)
-    ap.add_argument("--candidates-k", type=int, default=20)
+    ap.add_argument("--candidates-k", type=int, default=12)
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--distill-epochs", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)

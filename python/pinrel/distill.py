@@ -54,7 +54,6 @@ LABEL_MANIFEST = "manifest.json"
 RUN_NAME = "distill"  # fixed, so a second run with the same out_dir finds the first one's checkpoints
 STORAGE = "_ray"
 RUN_FILE = "run.json"
-SELECT_METRIC = "dev_loss"  # what keep_best minimises
 KILL_ENV = "PINREL_TEST_KILL_AT_EPOCH"  # test hook: rank 0 kills itself once after that epoch's checkpoint
 
 DEFAULT_HASHER: dict[str, Any] = {
@@ -108,9 +107,9 @@ class DistillConfig:
     seed: int = 0
     max_failures: int = 1
     checkpoints_to_keep: int = 2
-    # With a dev set, the saved student is the epoch with the lowest dev loss (the training
-    # objective on held-out queries) rather than the last: with hashed-feature tables of millions
-    # of weights and tens of thousands of pairs, later epochs can overfit. False: the last epoch.
+    # With a dev set, the saved student is the epoch with the lowest dev loss (see _select_metric)
+    # rather than the last: with hashed-feature tables of millions of weights and tens of
+    # thousands of pairs, later epochs can overfit. False: the last epoch.
     keep_best: bool = True
     embedding_column: str | None = None
     hasher: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HASHER))
@@ -674,6 +673,11 @@ def _evaluate(
         "dev_accuracy": float((pred[has] == data.labels[has]).mean()) if has.any() else math.nan,
         "dev_ndcg@10": _ndcg(data.groups[has], data.labels[has] + 1, score[has]),
     }
+    if has.any():
+        # Cross-entropy on the human grades: what keep_best minimises when the dev set has no
+        # teacher probabilities (a records file).
+        picked = probs[np.flatnonzero(has), data.labels[has]]
+        out["dev_ce"] = float(-np.log(np.clip(picked, 1e-12, None)).mean())
     if data.probs is not None:
         teacher = data.probs.argmax(axis=1)
         with torch.no_grad():
@@ -914,19 +918,28 @@ def _kill_at_epoch() -> int | None:
         raise ValueError(f"{KILL_ENV}={raw!r}: expected an epoch number") from None
 
 
-def _selects_best(cfg: DistillConfig, plan: _Plan) -> bool:
-    return cfg.keep_best and plan.dev_rows > 0
+def _select_metric(cfg: DistillConfig, plan: _Plan) -> str | None:
+    """The dev metric keep_best minimises, or None to keep the last epoch.
+
+    Label shards carry the teacher's probabilities, so the dev loss (KL to the teacher, the
+    training objective) is available; a records file has human grades only, hence their
+    cross-entropy.
+    """
+    if not cfg.keep_best or plan.dev_rows == 0:
+        return None
+    return "dev_ce" if plan.dev_table is not None else "dev_loss"
 
 
 def _checkpoint_config(cfg: DistillConfig, plan: _Plan) -> Any:
     from ray.train import CheckpointConfig
 
-    if not _selects_best(cfg, plan):
+    metric = _select_metric(cfg, plan)
+    if metric is None:
         return CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep)
-    # Ray keeps the best `num_to_keep` by dev loss and, for restarts, always the latest as well.
+    # Ray keeps the best `num_to_keep` by the metric and, for restarts, always the latest as well.
     return CheckpointConfig(
         num_to_keep=cfg.checkpoints_to_keep,
-        checkpoint_score_attribute=SELECT_METRIC,
+        checkpoint_score_attribute=metric,
         checkpoint_score_order="min",
     )
 
@@ -961,15 +974,15 @@ def _finish(
     hasher: FeatureHasher,
     spec: AssemblySpec,
     teacher: dict[str, Any],
-    select_best: bool,
+    select_metric: str | None,
 ) -> dict[str, Any]:
     if result.error is not None:
         raise RuntimeError(f"distillation failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError("distillation ended without a checkpoint")
     chosen = result.checkpoint
-    if select_best:
-        chosen = result.get_best_checkpoint(SELECT_METRIC, "min") or result.checkpoint
+    if select_metric is not None:
+        chosen = result.get_best_checkpoint(select_metric, "min") or result.checkpoint
     with result.checkpoint.as_directory() as d:
         # The latest checkpoint holds the whole run's history; the chosen one only its prefix.
         history = list(_read_checkpoint_state(Path(d))["history"])
@@ -1037,7 +1050,7 @@ def distill(
         "labels_dir": str(Path(labels_dir).resolve()),
         "rows": plan.labels.rows,
     }
-    summary = _finish(result, out, student, hasher, spec, teacher, _selects_best(cfg, plan))
+    summary = _finish(result, out, student, hasher, spec, teacher, _select_metric(cfg, plan))
     summary.update(
         train_rows=plan.train_rows,
         dev_rows=plan.dev_rows,

@@ -88,6 +88,23 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def configure_threads(cpus: float) -> None:
+    """Thread pools for a process that scores requests on `cpus` reserved CPUs.
+
+    The Rust featurizer (most of a request's work) gets one thread per reserved CPU, unless
+    PINREL_NUM_THREADS says otherwise. torch gets one: the student's forward is a small fraction of
+    the work, and a second OpenMP team spinning after each forward only takes CPU from the Rust
+    pool (measured on 1 query x 100 items: 4.3-4.9 ms per request at 1 torch thread, 5.5-6.6 ms at 2).
+    """
+    import torch
+
+    from ._native import set_num_threads
+
+    if not os.environ.get("PINREL_NUM_THREADS"):
+        set_num_threads(max(1, int(cpus)))
+    torch.set_num_threads(1)
+
+
 class LoadedModel:
     """A scorer plus what /v1/model reports about it; replaced as a whole on hot swap."""
 
@@ -171,6 +188,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 @serve.ingress(api)
 class RelevanceService:
     def __init__(self, model_path: str | None = None, **options: Any) -> None:
+        import ray
+
+        configure_threads(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
         self._lock = threading.Lock()
         self._model: LoadedModel | None = None
         self._load_error: str | None = None
