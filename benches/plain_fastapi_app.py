@@ -11,7 +11,14 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from pinrel.serving import DEFAULTS, ScoreRequest, check_limits, configure_threads, render_response
+from pinrel.serving import (
+    DEFAULTS,
+    ScoreRequest,
+    check_limits,
+    configure_threads,
+    item_dicts,
+    render_response,
+)
 from pinrel.student import Scorer
 
 configure_threads(os.cpu_count() or 1)  # as a Serve replica does with its reserved CPUs
@@ -23,8 +30,7 @@ app = FastAPI()
 async def score(req: ScoreRequest) -> Response:
     # What a Serve replica does per request, minus Ray: limits, featurize + forward, render.
     check_limits(req, DEFAULTS["max_items"], DEFAULTS["max_field_chars"])
-    items = [i.model_dump(exclude={"id"}, exclude_none=True) for i in req.items]
-    scores = await asyncio.to_thread(scorer.score, req.query, items)
+    scores = await asyncio.to_thread(scorer.score, req.query, item_dicts(req))
     return render_response("plain", req, scores)
 
 

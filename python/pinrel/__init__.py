@@ -23,14 +23,10 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> object:
     # The scorer needs torch; loading it lazily keeps `import pinrel` light for the Rust-only API.
-    if name == "Scorer":
-        from .student import Scorer
+    if name in ("Scorer", "Scores"):
+        from . import student
 
-        return Scorer
-    if name == "Scores":
-        from .student import Scores
-
-        return Scores
+        return getattr(student, name)
     if name in ("load_predictor", "Predictor"):
         from . import predictor
 

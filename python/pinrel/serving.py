@@ -94,7 +94,8 @@ def configure_threads(cpus: float) -> None:
     The Rust featurizer (most of a request's work) gets one thread per reserved CPU, unless
     PINREL_NUM_THREADS says otherwise. torch gets one: the student's forward is a small fraction of
     the work, and a second OpenMP team spinning after each forward only takes CPU from the Rust
-    pool (measured on 1 query x 100 items: 4.3-4.9 ms per request at 1 torch thread, 5.5-6.6 ms at 2).
+    pool (`benches/bench_request_path.py`, 1 query x 100 items: a score call takes ~1.5x as long
+    with 2 torch threads as with 1).
     """
     import torch
 
@@ -134,6 +135,11 @@ def check_limits(req: ScoreRequest, max_items: int, max_field_chars: int) -> Non
                 raise LimitError(
                     f"items[{i}].{name}", f"items[{i}].{name}: at most {max_field_chars} characters"
                 )
+
+
+def item_dicts(req: ScoreRequest) -> list[dict[str, Any]]:
+    """Each item's fields for the scorer; ids stay with the request for the response."""
+    return [item.model_dump(exclude={"id"}, exclude_none=True) for item in req.items]
 
 
 def render_response(fingerprint: str, req: ScoreRequest, scores: Any) -> Response:
@@ -271,8 +277,7 @@ class RelevanceService:
         model = self._model
         if model is None:
             return JSONResponse(status_code=503, content={"error": "no model loaded"})
-        items = [item.model_dump(exclude={"id"}, exclude_none=True) for item in req.items]
-        scores = await self.score_pairs((model, req.query, items))
+        scores = await self.score_pairs((model, req.query, item_dicts(req)))
         return render_response(model.fingerprint, req, scores)
 
     @api.get("/healthz")
