@@ -43,14 +43,14 @@ def main() -> int:
     import torch
 
     import pinrel
-    from pinrel.serving import ScoreRequest, check_limits, item_dicts, render_response
+    from pinrel.serving import check_limits, parse_score_request, render_response
     from pinrel.student import Scorer
 
     with tempfile.TemporaryDirectory() as tmp:
         scorer = Scorer.load(default_student(Path(tmp) / "student"))
     body = json.dumps({"query": "red ceramic mug", "items": sample_items(100)}).encode()
-    req = ScoreRequest.model_validate_json(body)
-    items = item_dicts(req)
+    req = parse_score_request(body)
+    items = req.items
     texts = pinrel.assemble(items, scorer.spec)
     queries = [req.query] * len(texts)
     scores = scorer.score(req.query, items)
@@ -65,7 +65,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     stages = {
-        "parse + validate (pydantic)": lambda: ScoreRequest.model_validate_json(body),
+        "parse + validate (pydantic)": lambda: parse_score_request(body),
         "check_limits": lambda: check_limits(req, 1000, 20_000),
         "assemble (Rust)": lambda: pinrel.assemble(items, scorer.spec),
         "hash items (Rust)": lambda: hasher.transform(texts),

@@ -33,3 +33,13 @@ ITEMS = [
     {"id": "tasse", "title": "Rote Tasse aus Keramik", "boards": ["Küche"], "lang": "de"},
     {"id": "cup", "title": "東京 マグカップ", "lang": "ja"},
 ]
+
+
+def haproxy_env() -> dict[str, str]:
+    """Environment for Ray Serve's HAProxy ingress in a test: its stats page and metrics endpoint
+    listen on fixed ports (8404, 9101) of every interface by default, so each run gets free ones."""
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }

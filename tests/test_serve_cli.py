@@ -15,7 +15,7 @@ import yaml
 from pinrel import Client
 
 from .conftest import REPO
-from .serving_helpers import ITEMS, free_port, make_student
+from .serving_helpers import ITEMS, free_port, haproxy_env, make_student
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +53,19 @@ def _stop(proc: subprocess.Popen[bytes], group: bool = True) -> int:
         raise
 
 
+def _haproxy_pids(session: int) -> list[int]:
+    """HAProxy processes in the server's session: proof that the HAProxy ingress really runs."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and (d / "comm").read_text().strip() == "haproxy":
+                if os.getsid(int(d.name)) == session:
+                    pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
 def _port_closed(port: int, timeout: float = 60) -> bool:
     import socket
 
@@ -66,7 +79,9 @@ def _port_closed(port: int, timeout: float = 60) -> bool:
     return False
 
 
-def test_serve_run_config_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ingress", ["proxy", "haproxy"])
+def test_serve_run_config_file(tmp_path: Path, ingress: str) -> None:
+    ingress_env = haproxy_env() if ingress == "haproxy" else {}
     student = make_student(tmp_path / "student", seed=3)
     port = free_port()
     config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
@@ -81,7 +96,7 @@ def test_serve_run_config_file(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(serve_bin), "run", "--address", "local", str(cfg)],
         cwd=tmp_path,
-        env=_env(),
+        env={**_env(), **ingress_env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -91,19 +106,24 @@ def test_serve_run_config_file(tmp_path: Path) -> None:
         _wait_healthy(client, proc)
         results = client.score("red mug", ITEMS, top_k=3)
         assert len(results) == 3
+        assert bool(_haproxy_pids(proc.pid)) == bool(ingress_env)
     finally:
         code = _stop(proc)
     assert code is not None
     assert _port_closed(port)
 
 
-def test_pinrel_serve_shortcut(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ingress", ["proxy", "haproxy"])
+def test_pinrel_serve_shortcut(tmp_path: Path, ingress: str) -> None:
     student = make_student(tmp_path / "student", seed=4)
     port = free_port()
+    cmd = ["serve", "--model", str(student), "--port", str(port), "--ingress", ingress]
+    ports = {k: v for k, v in haproxy_env().items() if k != "RAY_SERVE_ENABLE_HA_PROXY"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pinrel.cli", "serve", "--model", str(student), "--port", str(port)],
+        [sys.executable, "-m", "pinrel.cli", *cmd],
         cwd=tmp_path,
-        env={**_env(), "RAY_ADDRESS": "local"},
+        # --ingress alone turns HAProxy on; the environment only moves its stats/metrics ports.
+        env={**_env(), "RAY_ADDRESS": "local", **ports},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -111,6 +131,7 @@ def test_pinrel_serve_shortcut(tmp_path: Path) -> None:
     client = Client(f"http://127.0.0.1:{port}")
     try:
         _wait_healthy(client, proc)
+        assert bool(_haproxy_pids(proc.pid)) == (ingress == "haproxy")
         assert client.model()["grades"] == 5
         assert len(client.score("lamp", ITEMS)) == len(ITEMS)
     finally:

@@ -8,7 +8,6 @@ calls `reconfigure` on the running replicas without restarting them.
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -17,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic_core
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, with_config
 from ray import serve
+from typing_extensions import TypedDict
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,19 +35,20 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class Item(BaseModel):
+# Items validate to plain dicts (a TypedDict, not a model): they go to the Rust featurizer as they
+# are, with no per-item model objects to build and dump again on every request.
+@with_config(ConfigDict(extra="forbid"))
+class Item(TypedDict, total=False):
     # Unknown keys are refused, so a misspelt field ("titel") is a 422 naming it, not silently ignored.
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | int | None = None
-    title: str | None = None
-    description: str | None = None
-    captions: list[str] | None = None
-    boards: list[str] | None = None
-    queries: list[str] | None = None
-    link_title: str | None = None
-    link_description: str | None = None
-    lang: str | None = None
+    id: str | int | None
+    title: str | None
+    description: str | None
+    captions: list[str] | None
+    boards: list[str] | None
+    queries: list[str] | None
+    link_title: str | None
+    link_description: str | None
+    lang: str | None
 
 
 class ScoreRequest(BaseModel):
@@ -120,26 +122,35 @@ class LoadedModel:
         self.loaded_at = time.time()
 
 
+def parse_score_request(body: bytes) -> ScoreRequest:
+    """The request body, validated straight from JSON by pydantic-core (one pass, no dict detour).
+
+    Raises FastAPI's `RequestValidationError`, so malformed JSON and schema errors reach the same
+    handler and get the same 422 body naming the field.
+    """
+    try:
+        return ScoreRequest.model_validate_json(body)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
+
+
 def check_limits(req: ScoreRequest, max_items: int, max_field_chars: int) -> None:
     if len(req.items) > max_items:
         raise LimitError("items", f"items: at most {max_items} items per request, got {len(req.items)}")
     if len(req.query) > max_field_chars:
         raise LimitError("query", f"query: at most {max_field_chars} characters, got {len(req.query)}")
     for i, item in enumerate(req.items):
-        for name, value in item:
-            if isinstance(value, str) and len(value) > max_field_chars:
+        for name, value in item.items():
+            if isinstance(value, str):
+                size = len(value)
+            elif isinstance(value, list):
+                size = sum(len(v) for v in value)
+            else:
+                continue
+            if size > max_field_chars:
                 raise LimitError(
                     f"items[{i}].{name}", f"items[{i}].{name}: at most {max_field_chars} characters"
                 )
-            if isinstance(value, list) and sum(len(v) for v in value) > max_field_chars:
-                raise LimitError(
-                    f"items[{i}].{name}", f"items[{i}].{name}: at most {max_field_chars} characters"
-                )
-
-
-def item_dicts(req: ScoreRequest) -> list[dict[str, Any]]:
-    """Each item's fields for the scorer; ids stay with the request for the response."""
-    return [item.model_dump(exclude={"id"}, exclude_none=True) for item in req.items]
 
 
 def render_response(fingerprint: str, req: ScoreRequest, scores: Any) -> Response:
@@ -150,17 +161,20 @@ def render_response(fingerprint: str, req: ScoreRequest, scores: Any) -> Respons
     still documents the schema; the tests check answers against it.
     """
     n = len(scores)
+    if not (np.isfinite(scores.scores).all() and np.isfinite(scores.probs).all()):
+        # JSON has no NaN; a model that produces one is broken and must not answer with garbage.
+        raise ValueError("the model produced non-finite scores")
     # Highest score first; ties keep request order, so equal items rank the same on every replica.
     order = np.lexsort((np.arange(n), -scores.scores.astype(np.float64)))
     if req.top_k:
         order = order[: req.top_k]
-    ids = [item.id for item in req.items]
+    items = req.items
     values, grades, probs = scores.scores.tolist(), scores.grades.tolist(), scores.probs.tolist()
     results = [
-        {"id": ids[i], "index": i, "score": values[i], "grade": grades[i], "probs": probs[i]}
+        {"id": items[i].get("id"), "index": i, "score": values[i], "grade": grades[i], "probs": probs[i]}
         for i in order.tolist()
     ]
-    body = json.dumps({"model": fingerprint, "results": results}, allow_nan=False, separators=(",", ":"))
+    body = pydantic_core.to_json({"model": fingerprint, "results": results})
     return Response(content=body, media_type="application/json")
 
 
@@ -171,8 +185,32 @@ api = FastAPI(
 )
 
 
+def _openapi() -> dict[str, Any]:
+    # The score route reads its body itself (see `parse_score_request`), so FastAPI cannot see its
+    # schema; it is added here, so /docs still shows the request model.
+    if api.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=api.title, version=api.version, description=api.description, routes=api.routes
+        )
+        request = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request.pop("$defs", {}))
+        components["ScoreRequest"] = request
+        schema["paths"]["/v1/score"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+        }
+        api.openapi_schema = schema
+    return api.openapi_schema
+
+
+api.openapi = _openapi  # type: ignore[method-assign]
+
+
 @api.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     # One flat, readable error per problem, each naming the field ("items.0.title"), instead of
     # FastAPI's nested default; malformed JSON arrives here too.
     errors = [
@@ -247,7 +285,7 @@ class RelevanceService:
 
     # -- scoring ---------------------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def score_pairs(self, requests: list[tuple[LoadedModel, str, list[dict[str, Any]]]]) -> list[Any]:
+    async def score_pairs(self, requests: list[tuple[LoadedModel, str, list[Item]]]) -> list[Any]:
         # Requests that arrived together become one featurization and one forward pass over all
         # their pairs; requests that started on an older model finish on it, so a swap never
         # mixes models in one answer.
@@ -267,7 +305,8 @@ class RelevanceService:
         return out
 
     @api.post("/v1/score", response_model=ScoreResponse)
-    async def score(self, req: ScoreRequest) -> Any:
+    async def score(self, request: Request) -> Any:
+        req = parse_score_request(await request.body())
         try:
             check_limits(req, self._options["max_items"], self._options["max_field_chars"])
         except LimitError as e:
@@ -277,7 +316,7 @@ class RelevanceService:
         model = self._model
         if model is None:
             return JSONResponse(status_code=503, content={"error": "no model loaded"})
-        scores = await self.score_pairs((model, req.query, item_dicts(req)))
+        scores = await self.score_pairs((model, req.query, req.items))
         return render_response(model.fingerprint, req, scores)
 
     @api.get("/healthz")

@@ -16,6 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--max-items", type=int, default=1000)
+    p.add_argument(
+        "--ingress",
+        choices=("proxy", "haproxy"),
+        default="proxy",
+        help="HTTP ingress of the local Ray it starts: Ray Serve's proxy actor (default), or HAProxy "
+        "in front of replicas serving HTTP themselves (RAY_SERVE_ENABLE_HA_PROXY=1; experimental in "
+        "Ray, and the faster one: benches/bench_serving.py)",
+    )
     p.set_defaults(func=run)
 
 
@@ -31,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--replicas: must be in [1, 64], got {args.replicas}")
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if args.ingress == "haproxy":
+        # Read by Ray Serve's controller and replicas when they start, which inherit it from here.
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     import ray
     from ray import serve
 
