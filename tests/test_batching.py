@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,6 +208,33 @@ def test_set_and_get_num_threads(restore_threads: None) -> None:
     assert pinrel.get_num_threads() == 3
     # Work still runs, with the same result, on a resized pool.
     assert pinrel.assemble([{"title": "x"}]) == ["title: x"]
+
+
+def _pool_thread_ids() -> set[int]:
+    ids = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("pinrel-"):
+                ids.add(int(task.name))
+        except OSError:
+            pass  # a thread that exited meanwhile
+    return ids
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to see threads")
+def test_switching_back_to_a_pool_size_reuses_its_threads(restore_threads: None) -> None:
+    # Spawning a fresh pool on every resize made code that alternates sizes (the hashing bench
+    # did) pay for new threads, cold stacks and allocator arenas on every call.
+    pinrel.set_num_threads(2)
+    pinrel.assemble([{"title": "x"}] * 64)
+    pinrel.set_num_threads(1)
+    pinrel.assemble([{"title": "x"}] * 64)
+    before = _pool_thread_ids()
+    for n in (2, 1, 2, 1, 2):
+        pinrel.set_num_threads(n)
+        assert pinrel.get_num_threads() == n
+        assert pinrel.assemble([{"title": "x"}] * 64) == ["title: x"] * 64
+    assert _pool_thread_ids() == before and len(before) >= 3
 
 
 @pytest.mark.parametrize(

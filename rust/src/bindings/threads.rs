@@ -1,7 +1,7 @@
 //! pinrel's own rayon pool. A private pool (rather than rayon's global one) can be resized at run
 //! time by `set_num_threads`, and does not fight with other rayon users in the same process.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use pyo3::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -11,6 +11,12 @@ use super::extract::usize_arg;
 
 static POOL: RwLock<Option<Arc<ThreadPool>>> = RwLock::new(None);
 
+/// Pools built before, newest last: switching back to a size used before reuses its warm threads
+/// (their stacks and allocator arenas already faulted in) instead of spawning new ones, so code
+/// that alternates sizes (a benchmark, a serving process reconfigured) pays for threads once.
+static BUILT: Mutex<Vec<Arc<ThreadPool>>> = Mutex::new(Vec::new());
+const KEEP_POOLS: usize = 4;
+
 fn default_threads() -> usize {
     std::env::var("PINREL_NUM_THREADS")
         .ok()
@@ -19,14 +25,23 @@ fn default_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
-fn build(n: usize) -> Arc<ThreadPool> {
-    Arc::new(
+fn pool_of(n: usize) -> Arc<ThreadPool> {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.iter().find(|p| p.current_num_threads() == n) {
+        return p.clone();
+    }
+    let pool = Arc::new(
         ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("pinrel-{i}"))
             .build()
             .expect("building a rayon pool with a positive thread count cannot fail"),
-    )
+    );
+    if built.len() == KEEP_POOLS {
+        built.remove(0);
+    }
+    built.push(pool.clone());
+    pool
 }
 
 pub fn pool() -> Arc<ThreadPool> {
@@ -34,7 +49,7 @@ pub fn pool() -> Arc<ThreadPool> {
         return p.clone();
     }
     let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
-    guard.get_or_insert_with(|| build(default_threads())).clone()
+    guard.get_or_insert_with(|| pool_of(default_threads())).clone()
 }
 
 /// Run `f` inside pinrel's pool so that rayon parallel iterators in the core use it.
@@ -48,7 +63,7 @@ fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
     if n == 0 || n > 1024 {
         return Err(value_error("n", format!("must be between 1 and 1024, got {n}")));
     }
-    *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(build(n));
+    *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(pool_of(n));
     Ok(())
 }
 
