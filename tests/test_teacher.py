@@ -216,6 +216,33 @@ def test_rerun_when_done_only_exports(
         train_teacher(data["train"], data["dev"], config(bert_model, epochs=1), out)
 
 
+def test_keep_best_exports_the_epoch_with_the_lowest_dev_loss(
+    ray_cluster: None, data: dict[str, Any], bert_model: Path, tmp_path: Path
+) -> None:
+    # A dev set graded against the training data (grades mirrored): the better the model fits the
+    # training grades, the worse its dev loss, so the best epoch is an early one, not the last.
+    grades = 5
+    dev = data["train"].set_column(
+        data["train"].column_names.index("label"),
+        "label",
+        pa.array([grades + 1 - g for g in data["train"].column("label").to_pylist()], pa.int64()),
+    )
+    out = tmp_path / "best"
+    manifest = train_teacher(data["train"], dev, config(bert_model, epochs=3, keep_best=True), out)
+    history = manifest["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and manifest["epochs"] == 3
+    best = min(history, key=lambda h: h["dev_loss"])
+    assert manifest["selected_epoch"] == best["epoch"] < 3, history
+    assert manifest["metrics"]["loss"] == best["dev_loss"]
+    # What was exported is that epoch's model: it reproduces that epoch's dev accuracy.
+    probs = load_teacher(out).predict_proba(dev)
+    labels = np.asarray(dev.column("label").to_pylist()) - 1
+    assert float((probs.argmax(axis=1) == labels).mean()) == pytest.approx(best["dev_accuracy"], abs=1e-9)
+    # A rerun finds the run complete and exports the same choice.
+    again = train_teacher(data["train"], dev, config(bert_model, epochs=3, keep_best=True), out)
+    assert again["selected_epoch"] == best["epoch"] and again["history"] == history
+
+
 # ---------------------------------------------------------------------------------------- LoRA Llama
 
 

@@ -107,6 +107,9 @@ class TeacherConfig:
     gradient_checkpointing: bool = False
     assembly: dict[str, Any] | None = None
     progress: bool = True
+    # With a dev set: export the epoch with the lowest dev loss instead of the last one (Ray keeps
+    # that checkpoint besides the latest, which restarts need).
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -141,7 +144,7 @@ class TeacherConfig:
             raise TeacherError(f"lr: expected a positive number (or null for the default), got {self.lr!r}")
         if not _is_number(self.max_grad_norm) or self.max_grad_norm <= 0:
             raise TeacherError(f"max_grad_norm: expected a positive number, got {self.max_grad_norm!r}")
-        for name in ("use_gpu", "bf16", "load_in_4bit", "gradient_checkpointing", "progress"):
+        for name in ("use_gpu", "bf16", "load_in_4bit", "gradient_checkpointing", "progress", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise TeacherError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.lora is not None and not isinstance(self.lora, bool):
@@ -839,11 +842,22 @@ def _ray_session(cfg: TeacherConfig) -> bool:
     return True
 
 
-def _fit(plan: dict[str, Any], cfg: TeacherConfig, storage: Path) -> Any:
+SELECT_METRIC = "dev_loss"
+
+
+def _fit(plan: dict[str, Any], cfg: TeacherConfig, storage: Path, select: bool) -> None:
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = None if cfg.use_gpu else {"CPU": cfg.cpus_per_worker}
+    # Ray keeps the best checkpoint by the metric and, for restarts, always the latest as well.
+    keep = (
+        CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=SELECT_METRIC, checkpoint_score_order="min"
+        )
+        if select
+        else CheckpointConfig(num_to_keep=1)
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=plan,
@@ -853,13 +867,25 @@ def _fit(plan: dict[str, Any], cfg: TeacherConfig, storage: Path) -> Any:
         run_config=RunConfig(
             storage_path=str(storage.resolve()),
             name=RUN_NAME,
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            checkpoint_config=keep,
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise TeacherError("training finished without a checkpoint")
-    return result.checkpoint
+
+
+def _chosen_checkpoint(run_dir: Path, select: bool) -> tuple[Any, dict[str, Any]]:
+    """(checkpoint to export, the run's latest state): the lowest dev loss with `select`, else the last."""
+    from ray.train import Result
+
+    result = Result.from_path(str(run_dir.resolve()))
+    if result.checkpoint is None:
+        raise TeacherError(f"{run_dir}: the run has no checkpoint")
+    latest = _checkpoint_state(result.checkpoint)
+    if not select:
+        return result.checkpoint, latest
+    return result.get_best_checkpoint(SELECT_METRIC, "min") or result.checkpoint, latest
 
 
 def _replace_dir(staged: Path, final: Path) -> None:
@@ -937,15 +963,16 @@ def train_teacher(
     plan = _plan(cfg, info, fp)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if prev_state is not None and int(prev_state["epoch"]) >= cfg.epochs:
-        checkpoint = previous  # already trained this far: only the export is missing or being redone
-    else:
-        checkpoint = _run_training(plan, cfg, train_table, dev_table, spec, out)
+    select = cfg.keep_best and dev_table is not None and dev_table.num_rows > 0
+    # Already trained this far: only the export is missing or being redone.
+    if prev_state is None or int(prev_state["epoch"]) < cfg.epochs:
+        _run_training(plan, cfg, train_table, dev_table, spec, out, select)
+    checkpoint, latest = _chosen_checkpoint(run_dir, select)
     with checkpoint.as_directory() as d:
-        state = json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        chosen = json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
         architecture = export(Path(d), plan, out)
 
-    manifest = _manifest(cfg, info, spec, state, architecture, prev_state)
+    manifest = _manifest(cfg, info, spec, chosen, latest, architecture, prev_state)
     manifest.update(
         train_rows=train_table.num_rows,
         dev_rows=dev_table.num_rows if dev_table is not None else 0,
@@ -959,13 +986,15 @@ def _manifest(
     cfg: TeacherConfig,
     info: ModelInfo,
     spec: AssemblySpec,
-    state: dict[str, Any],
+    chosen: dict[str, Any],
+    latest: dict[str, Any],
     architecture: str,
     prev_state: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """`chosen` is the state of the exported checkpoint; `latest` (the last epoch's) holds the whole run."""
     import pinrel
 
-    history = state["history"]
+    selected = chosen["history"][-1]
     return {
         "kind": KIND,
         "version": pinrel.__version__,
@@ -976,10 +1005,11 @@ def _manifest(
         "lora": lora_settings(cfg, info),
         "max_length": cfg.max_length,
         "assembly_spec": spec.to_dict(),
-        # The last epoch's dev metrics, unprefixed (loss, accuracy, mae); `history` keeps every epoch.
-        "metrics": {k.removeprefix("dev_"): v for k, v in history[-1].items() if k.startswith("dev_")},
-        "history": history,
-        "epochs": int(state["epoch"]),
+        # The exported epoch's dev metrics, unprefixed (loss, accuracy, mae); `history` keeps every epoch.
+        "metrics": {k.removeprefix("dev_"): v for k, v in selected.items() if k.startswith("dev_")},
+        "history": latest["history"],
+        "epochs": int(latest["epoch"]),
+        "selected_epoch": int(chosen["epoch"]),
         "resumed_from_epoch": int(prev_state["epoch"]) if prev_state is not None else None,
         "lr": info.lr,
         "config": cfg.to_dict(),
@@ -1014,7 +1044,8 @@ def _run_training(
     dev: pa.Table | None,
     spec: AssemblySpec,
     out: Path,
-) -> Any:
+    select: bool,
+) -> None:
     started_ray = _ray_session(cfg)
     import ray
 
@@ -1026,7 +1057,7 @@ def _run_training(
             "dev_labels": label_indices(dev) if dev is not None else np.zeros(0, dtype=np.int64),
         }
         # One copy in the object store, shared by every worker, instead of one per pickled config.
-        return _fit({**plan, "data": ray.put(data)}, cfg, out / RAY_DIR)
+        _fit({**plan, "data": ray.put(data)}, cfg, out / RAY_DIR, select)
     finally:
         if started_ray:
             ray.shutdown()

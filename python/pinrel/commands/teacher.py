@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="SRC=FIELD",
         help="rename a source column to a record field (repeatable), e.g. --map product_title=title",
     )
+    t.add_argument(
+        "--keep-best",
+        action="store_true",
+        default=None,
+        help="export the epoch with the lowest dev loss instead of the last (needs --dev)",
+    )
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)
@@ -62,6 +68,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "bf16": args.bf16,
         "lora": args.lora,
         "progress": False if args.no_progress else None,
+        "keep_best": args.keep_best,
     }
 
 
