@@ -117,7 +117,11 @@ def split_data(args: argparse.Namespace, data: Path) -> dict[str, Path]:
         sys.exit("no CrowdFlower data: set PINREL_SHARED_DATA to a folder holding crowdflower/foldN.csv")
     table = load_crowdflower(shared / "crowdflower")
     train, heldout = split_by_query(table, (0.8, 0.2), args.seed)
-    teacher_train, teacher_dev = split_by_query(train, (0.9, 0.1), args.seed)
+    share = args.teacher_dev_share
+    if share > 0:
+        teacher_train, teacher_dev = split_by_query(train, (1 - share, share), args.seed)
+    else:  # the teacher trains on the whole train split, as the baselines do
+        teacher_train, teacher_dev = train, train.slice(0, 0)
     # The catalog: every unique CrowdFlower item (the held-out queries' items too: it is the corpus that
     # is searched, not labels), with only the item's own fields.
     items = table.select(["item_id", "title", "description"])
@@ -162,6 +166,7 @@ def teacher_done(out: Path, args: argparse.Namespace) -> bool:
         and m.get("epochs") == args.teacher_epochs
         and m.get("max_length") == args.max_length
         and (args.teacher_lr is None or m.get("lr") == args.teacher_lr)
+        and (m.get("dev_rows", 0) > 0) == (args.teacher_dev_share > 0)
     )
 
 
@@ -184,7 +189,8 @@ def train_teacher_stage(args: argparse.Namespace, d: dict[str, Path], out: Path)
         "num_workers": 1,
         "cpus_per_worker": THREADS,
     }
-    return train_teacher(d["teacher_train"], d["teacher_dev"], config, out)
+    dev = d["teacher_dev"] if args.teacher_dev_share > 0 else None
+    return train_teacher(d["teacher_train"], dev, config, out)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -416,12 +422,16 @@ def report(args: argparse.Namespace, out: Path, ev: dict, speed: dict, extra: di
         if args.max_length == 96
         else ""
     )
+    dev_note = (
+        f"dev = {args.teacher_dev_share:.0%} of the train queries (dev accuracy {t_dev:.3f}). "
+        if args.teacher_dev_share > 0
+        else "trained on the whole train split, as the baselines are (no dev set). "
+    )
     caption = (
         f"CrowdFlower (K=4), query-disjoint 80/20 split (seed {args.seed}): {extra['split']}. "
         f"Teacher: {args.model or 'all-MiniLM-L6-v2'}, full fine-tuning, {args.teacher_epochs} epoch(s), "
         f"max_length {args.max_length}, batch 16, lr {extra['teacher'].get('lr')}, on Ray Train "
-        f"(1 worker x {THREADS} CPUs; {per_epoch:.0f} s/epoch here), dev = 10% of the train queries "
-        f"(dev accuracy {t_dev:.3f}). "
+        f"(1 worker x {THREADS} CPUs; {per_epoch:.0f} s/epoch here), {dev_note}"
         f"{sizing}"
         f"Pseudo-labels: {pairs['pairs']} pairs ({pairs['labelled_train_pairs']} labelled train pairs + "
         f"{pairs['unlabeled_pairs_kept']} unlabeled from BM25 top-{args.k} + {args.negatives} random per "
@@ -483,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-epochs", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--teacher-lr", type=float, default=1e-4)
+    ap.add_argument(
+        "--teacher-dev-share",
+        type=float,
+        default=0.1,
+        help="share of the train queries held out as the teacher's dev set (0: the teacher trains on "
+        "the whole train split, as the baselines do)",
+    )
     ap.add_argument("--k", type=int, default=30)
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--distill-epochs", type=int, default=10)
@@ -491,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2; smoke tests)"
     )
     args = ap.parse_args(argv)
+    if not 0 <= args.teacher_dev_share <= 0.5:
+        ap.error(f"--teacher-dev-share: expected a number in [0, 0.5], got {args.teacher_dev_share}")
 
     out = Path(args.out)
     data, work = out / "data", out / "work"
