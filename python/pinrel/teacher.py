@@ -790,15 +790,15 @@ def _train_epoch(
 # ---------------------------------------------------------------------------------------- the driver
 
 
-def _latest_checkpoint(run_dir: Path) -> Any:
-    """The newest checkpoint Ray registered for this run, or None when there is no (usable) run yet."""
+def _run_result(run_dir: Path) -> Any:
+    """Ray's record of this run (its checkpoints and their metrics), or None when there is no run yet."""
     if not (run_dir / "checkpoint_manager_snapshot.json").is_file():
         return None
     from ray.train import Result
 
     try:
         # pyarrow reads a path without a scheme as a URI only when it is absolute.
-        return Result.from_path(str(run_dir.resolve())).checkpoint
+        return Result.from_path(str(run_dir.resolve()))
     except (RuntimeError, ValueError, OSError, KeyError) as e:
         raise TeacherError(
             f"{run_dir}: cannot read the previous Ray Train run ({e}); pass resume=False"
@@ -875,17 +875,17 @@ def _fit(plan: dict[str, Any], cfg: TeacherConfig, storage: Path, select: bool) 
         raise TeacherError("training finished without a checkpoint")
 
 
-def _chosen_checkpoint(run_dir: Path, select: bool) -> tuple[Any, dict[str, Any]]:
-    """(checkpoint to export, the run's latest state): the lowest dev loss with `select`, else the last."""
-    from ray.train import Result
-
-    result = Result.from_path(str(run_dir.resolve()))
-    if result.checkpoint is None:
+def _chosen_checkpoint(run_dir: Path, select: bool) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(checkpoint to export, its state, the run's latest state): the lowest dev loss with `select`,
+    else the last epoch."""
+    result = _run_result(run_dir)
+    if result is None or result.checkpoint is None:
         raise TeacherError(f"{run_dir}: the run has no checkpoint")
     latest = _checkpoint_state(result.checkpoint)
-    if not select:
-        return result.checkpoint, latest
-    return result.get_best_checkpoint(SELECT_METRIC, "min") or result.checkpoint, latest
+    best = result.get_best_checkpoint(SELECT_METRIC, "min") if select else None
+    if best is None or best.path == result.checkpoint.path:
+        return result.checkpoint, latest, latest
+    return best, _checkpoint_state(best), latest
 
 
 def _replace_dir(staged: Path, final: Path) -> None:
@@ -955,8 +955,8 @@ def train_teacher(
     run_dir = out / RAY_DIR / RUN_NAME
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
-    previous = _latest_checkpoint(run_dir)
-    prev_state = _checkpoint_state(previous) if previous is not None else None
+    previous = _run_result(run_dir)
+    prev_state = _checkpoint_state(previous.checkpoint) if previous and previous.checkpoint else None
     if prev_state is not None:
         _check_resumable(prev_state, fp, cfg.epochs, run_dir)
 
@@ -967,9 +967,8 @@ def train_teacher(
     # Already trained this far: only the export is missing or being redone.
     if prev_state is None or int(prev_state["epoch"]) < cfg.epochs:
         _run_training(plan, cfg, train_table, dev_table, spec, out, select)
-    checkpoint, latest = _chosen_checkpoint(run_dir, select)
+    checkpoint, chosen, latest = _chosen_checkpoint(run_dir, select)
     with checkpoint.as_directory() as d:
-        chosen = json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
         architecture = export(Path(d), plan, out)
 
     manifest = _manifest(cfg, info, spec, chosen, latest, architecture, prev_state)

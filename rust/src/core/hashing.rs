@@ -31,6 +31,8 @@
 //! dropped; with L1 or L2 normalisation, the integer sums are then multiplied by `1 / norm`
 //! (computed in f64, the product rounded to f32). Empty rows stay empty.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 use unicode_segmentation::UnicodeSegmentation;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -1065,7 +1067,7 @@ pub fn transform(texts: &[&str], cfg: &HasherConfig) -> Csr {
     // CrowdFlower products than writing straight into a fresh, over-reserved output, which is
     // faulted in a page at a time on every call.
     let chunk = (texts.len() / (threads * 8)).clamp(1, 256);
-    let spare = std::sync::Mutex::new(take_spare_parts());
+    let spare = Mutex::new(take_spare_parts());
     let parts: Vec<Part> = texts
         .par_chunks(chunk)
         .map_init(Scratch::default, |s, rows| {
@@ -1103,7 +1105,7 @@ pub fn transform(texts: &[&str], cfg: &HasherConfig) -> Csr {
 /// page at a time (about 13 thousand faults for the CrowdFlower products, a fifth of the CPU
 /// time), and the parallel path would otherwise fault in its parts and then the output on every
 /// call; kept parts are already mapped. Bounded: at most [`SPARE_BYTES`] are kept.
-static SPARE_PARTS: std::sync::Mutex<Vec<Part>> = std::sync::Mutex::new(Vec::new());
+static SPARE_PARTS: Mutex<Vec<Part>> = Mutex::new(Vec::new());
 const SPARE_BYTES: usize = 128 << 20;
 
 fn take_spare_parts() -> Vec<Part> {
