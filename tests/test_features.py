@@ -287,6 +287,33 @@ def test_deterministic_across_calls_instances_and_threads(restore_threads: None)
         assert np.array_equal(one.data, other.data)
 
 
+def test_results_kept_alive_stay_intact_while_dropped_ones_are_recycled(restore_threads: None) -> None:
+    # Large outputs are handed back to the hasher when Python drops them and written into by the next
+    # call (one thread writes straight into them). A matrix still referenced must never be touched,
+    # and results written into recycled buffers must equal fresh ones.
+    import gc
+
+    hasher = FeatureHasher()
+    batches = [[f"{SCRIPTS[k]} item {i} {j} " * 3 for i in range(1200) for k in SCRIPTS] for j in range(3)]
+    assert sum(len(t.encode()) for t in batches[0]) >= 1 << 18  # large enough to be recycled
+    pinrel.set_num_threads(2)
+    fresh = [hasher.transform(b) for b in batches]
+    snapshots = [(m.indices.copy(), m.data.copy()) for m in fresh]
+    pinrel.set_num_threads(1)
+    for _ in range(2):
+        for b, (indices, data) in zip(batches, snapshots, strict=True):
+            m = hasher.transform(b)
+            assert np.array_equal(m.indices, indices)
+            assert np.array_equal(m.data, data)
+            m.data[:] = np.nan  # a caller may scribble on its own result before dropping it
+            del m
+            gc.collect()
+    for m, (indices, data) in zip(fresh, snapshots, strict=True):
+        assert np.array_equal(m.indices, indices)
+        assert np.array_equal(m.data, data)
+        assert m.indices.base is not None  # a view over the Rust buffer, no copy
+
+
 def test_transform_releases_the_gil_and_stays_correct_under_concurrency(restore_threads: None) -> None:
     pinrel.set_num_threads(2)
     hasher = FeatureHasher()

@@ -45,6 +45,46 @@ fn ngram_arg(obj: NgramArg<'_>, arg: &str, default: Option<(usize, usize)>) -> P
     )))
 }
 
+/// The owner of a transform's output buffer behind its numpy array. When Python drops the array,
+/// the buffer goes back to the hasher's recycler instead of the allocator, so that the next large
+/// transform writes into memory that is mapped already (`core::recycle` says why).
+#[pyclass(module = "pinrel._native", name = "_OutputBuffer", frozen)]
+struct OutputBuffer {
+    buf: Output,
+}
+
+enum Output {
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+}
+
+/// A numpy array over `v`, which stays owned by an [`OutputBuffer`] (the array's base).
+fn output_array<'py, T: numpy::Element>(
+    py: Python<'py>,
+    v: Vec<T>,
+    wrap: fn(Vec<T>) -> Output,
+) -> PyResult<Bound<'py, PyArray1<T>>> {
+    // Moving the Vec into the owner leaves its heap buffer where it is.
+    let (ptr, len) = (v.as_ptr(), v.len());
+    let owner = Bound::new(py, OutputBuffer { buf: wrap(v) })?;
+    // SAFETY: `ptr..ptr + len` is the owner's initialised buffer, and `owner` becomes the array's
+    // base, so it outlives the array; the buffer is neither read nor moved on the Rust side until
+    // `owner` is dropped (a frozen class without methods).
+    unsafe {
+        let view = numpy::ndarray::ArrayView1::from_shape_ptr(len, ptr);
+        Ok(PyArray1::borrow_from_array(&view, owner.into_any()))
+    }
+}
+
+impl Drop for OutputBuffer {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.buf, Output::I32(Vec::new())) {
+            Output::I32(v) => hashing::OUTPUT_BUFFERS.indices.give(v),
+            Output::F32(v) => hashing::OUTPUT_BUFFERS.values.give(v),
+        }
+    }
+}
+
 /// The compiled hasher. `pinrel.FeatureHasher` wraps it to return scipy matrices.
 #[pyclass(module = "pinrel._native", name = "FeatureHasher", frozen)]
 pub struct PyFeatureHasher {
@@ -151,8 +191,8 @@ impl PyFeatureHasher {
         let strs = borrow_strs(&objs, "texts")?;
         let csr = py.detach(|| threads::install(|| hashing::transform(&strs, &self.cfg)));
         Ok((
-            csr.data.into_pyarray(py),
-            csr.indices.into_pyarray(py),
+            output_array(py, csr.data, Output::F32)?,
+            output_array(py, csr.indices, Output::I32)?,
             csr.indptr.into_pyarray(py),
         ))
     }

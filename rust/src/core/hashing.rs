@@ -31,6 +31,7 @@
 //! dropped; with L1 or L2 normalisation, the integer sums are then multiplied by `1 / norm`
 //! (computed in f64, the product rounded to f32). Empty rows stay empty.
 
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -38,6 +39,7 @@ use unicode_segmentation::UnicodeSegmentation;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::error::{CoreError, Result};
+use super::recycle::Recycler;
 
 /// Largest n accepted for word and char n-grams; beyond this, grams stop being useful features
 /// and the cost grows with every extra n.
@@ -1009,8 +1011,11 @@ impl Part {
         // copies the whole output when the allocator cannot move it in place. Unused capacity
         // costs address space only; the expected part is faulted in up front.
         let rest = (expected * 1.3) as usize + 1024;
-        part.indices.reserve(rest);
-        part.data.reserve(rest);
+        // Recycled buffers (see `transform`) usually have room already: growing them would copy.
+        if part.indices.capacity() - part.indices.len() < (expected * 1.1) as usize {
+            part.indices.reserve(rest);
+            part.data.reserve(rest);
+        }
         prefault(&part.indices, (expected * 1.1) as usize * 4);
         prefault(&part.data, (expected * 1.1) as usize * 4);
         for text in &texts[sample..] {
@@ -1050,28 +1055,89 @@ fn prefault<T>(v: &Vec<T>, bytes: usize) {
 #[cfg(not(target_os = "linux"))]
 fn prefault<T>(_: &Vec<T>, _: usize) {}
 
+/// Spare output buffers of [`transform`] (see [`crate::core::recycle`]).
+pub struct OutputBuffers {
+    pub indices: Recycler<i32>,
+    pub values: Recycler<f32>,
+}
+
+impl OutputBuffers {
+    pub const fn new() -> Self {
+        OutputBuffers {
+            indices: Recycler::new(),
+            values: Recycler::new(),
+        }
+    }
+
+    /// Kept buffers for at least `len` entries each, if both are there (one alone goes back).
+    fn take_kept(&self, len: usize) -> Option<(Vec<i32>, Vec<f32>)> {
+        match (self.indices.take_kept(len), self.values.take_kept(len)) {
+            (Some(i), Some(d)) => Some((i, d)),
+            (i, d) => {
+                if let Some(v) = i {
+                    self.indices.give(v);
+                }
+                if let Some(v) = d {
+                    self.values.give(v);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Default for OutputBuffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where the bindings hand a transform's output buffers back once Python has dropped them, for the
+/// next [`transform`] to write into.
+pub static OUTPUT_BUFFERS: OutputBuffers = OutputBuffers::new();
+
 /// Hashes every text into one row of a CSR matrix, rows in parallel on the current rayon pool.
 ///
 /// `cfg` is expected to have passed [`HasherConfig::validate`]. The result does not depend on the
 /// number of threads: rows are independent and concatenated in input order.
 pub fn transform(texts: &[&str], cfg: &HasherConfig) -> Csr {
+    transform_reusing(texts, cfg, &OUTPUT_BUFFERS)
+}
+
+/// [`transform`] with the output written into buffers from `spare` where it has fitting ones.
+pub fn transform_reusing(texts: &[&str], cfg: &HasherConfig, spare: &OutputBuffers) -> Csr {
     let threads = rayon::current_num_threads();
     if texts.len() < 2 {
         let out = Part::hash_all(&mut Scratch::default(), texts, cfg);
         return assemble(out.nnz.iter().copied(), out.indices, out.data);
     }
+    if threads == 1 {
+        // With output buffers handed back by an earlier call (mapped already), one thread hashes
+        // straight into them: no parts, no copy, no page faults. A text yields more than one
+        // entry per byte for any n-gram setting that hashes at all, hence the size asked for.
+        let bytes = texts.iter().map(|t| t.len()).sum::<usize>();
+        if let Some((indices, data)) = spare.take_kept(bytes) {
+            let part = Part {
+                nnz: Vec::new(),
+                indices,
+                data,
+            };
+            let out = Part::hash_into(part, &mut Scratch::default(), texts, cfg);
+            return assemble(out.nnz.iter().copied(), out.indices, out.data);
+        }
+    }
 
     // Several chunks per thread balance uneven text lengths; chunks rather than single rows keep
-    // per-task overhead and allocations down. One thread takes this path too: hashing into the
-    // kept part buffers and copying once into an exact-size output measured faster on the
-    // CrowdFlower products than writing straight into a fresh, over-reserved output, which is
-    // faulted in a page at a time on every call.
+    // per-task overhead and allocations down. One thread without kept output buffers takes this
+    // path too: hashing into the kept part buffers and copying once into an exact-size output
+    // measured faster on the CrowdFlower products than writing straight into a fresh, over-reserved
+    // output, which is faulted in a page at a time.
     let chunk = (texts.len() / (threads * 8)).clamp(1, 256);
-    let spare = Mutex::new(take_spare_parts());
+    let spare_parts = Mutex::new(take_spare_parts());
     let parts: Vec<Part> = texts
         .par_chunks(chunk)
         .map_init(Scratch::default, |s, rows| {
-            let reuse = spare
+            let reuse = spare_parts
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pop()
@@ -1080,25 +1146,42 @@ pub fn transform(texts: &[&str], cfg: &HasherConfig) -> Csr {
         })
         .collect();
 
-    // Zeroed allocations come lazily from the OS; the parallel copy then spreads the page faults.
     let nnz: usize = parts.iter().map(|p| p.indices.len()).sum();
-    let mut indices = vec![0i32; nnz];
-    let mut data = vec![0f32; nnz];
+    let mut indices = spare.indices.take(nnz);
+    let mut data = spare.values.take(nnz);
     let mut targets = Vec::with_capacity(parts.len());
-    let (mut rest_i, mut rest_d) = (indices.as_mut_slice(), data.as_mut_slice());
-    for part in &parts {
-        let (i, ri) = rest_i.split_at_mut(part.indices.len());
-        let (d, rd) = rest_d.split_at_mut(part.data.len());
-        targets.push((i, d));
-        (rest_i, rest_d) = (ri, rd);
+    {
+        // Written once, in parallel, without zeroing first: every slot of `..nnz` is covered by
+        // exactly one part. A fresh allocation's page faults are spread over the threads this way.
+        let (mut rest_i, mut rest_d) = (
+            &mut indices.spare_capacity_mut()[..nnz],
+            &mut data.spare_capacity_mut()[..nnz],
+        );
+        for part in &parts {
+            let (i, ri) = rest_i.split_at_mut(part.indices.len());
+            let (d, rd) = rest_d.split_at_mut(part.data.len());
+            targets.push((i, d));
+            (rest_i, rest_d) = (ri, rd);
+        }
+        parts.par_iter().zip(targets).for_each(|(part, (i, d))| {
+            write_slice(i, &part.indices);
+            write_slice(d, &part.data);
+        });
     }
-    parts.par_iter().zip(targets).for_each(|(part, (i, d))| {
-        i.copy_from_slice(&part.indices);
-        d.copy_from_slice(&part.data);
-    });
+    // SAFETY: the loop above initialised all of `..nnz` (the parts' lengths sum to `nnz`).
+    unsafe {
+        indices.set_len(nnz);
+        data.set_len(nnz);
+    }
     let csr = assemble(parts.iter().flat_map(|p| p.nnz.iter().copied()), indices, data);
     keep_spare_parts(parts);
     csr
+}
+
+fn write_slice<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        d.write(s);
+    }
 }
 
 /// Part buffers kept from the last parallel call for the next one. Fresh memory is faulted in a
@@ -1397,6 +1480,44 @@ mod tests {
                 single.install(|| transform(texts, &cfg))
             );
         }
+    }
+
+    #[test]
+    fn recycled_output_buffers_leave_nothing_behind() {
+        // One thread hashes straight into output buffers handed back by earlier calls (as the
+        // bindings do when Python drops a matrix): stale contents, other sizes and a call that finds
+        // no fitting buffer must all give exactly what the parallel path gives.
+        let cfg = HasherConfig::default();
+        let long = long_text();
+        let big: Vec<&str> = [long.as_str()].iter().copied().cycle().take(3000).collect();
+        let mid: Vec<&str> = [long.as_str()].iter().copied().cycle().take(1200).collect();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let spare = OutputBuffers::new();
+        let mut written_in_place = 0;
+        for texts in [&big, &mid, &big, &mid, &mid] {
+            let expected = pool.install(|| transform_reusing(texts, &cfg, &OutputBuffers::new()));
+            let got = single.install(|| transform_reusing(texts, &cfg, &spare));
+            assert_eq!(got, expected);
+            // Hand the result back with stale contents, as a dropped matrix would be.
+            let (mut indices, mut data) = (got.indices, got.data);
+            let ptr = indices.as_ptr();
+            indices.iter_mut().for_each(|i| *i = -7);
+            data.iter_mut().for_each(|d| *d = f32::NAN);
+            spare.indices.give(indices);
+            spare.values.give(data);
+            let again = single.install(|| transform_reusing(texts, &cfg, &spare));
+            assert_eq!(again, expected);
+            written_in_place += usize::from(again.indices.as_ptr() == ptr);
+            spare.indices.give(again.indices);
+            spare.values.give(again.data);
+        }
+        // An exact-size buffer from the parallel path grows (and may move) when one thread first
+        // writes into it with its usual headroom; after that, every result lands in place.
+        assert!(
+            written_in_place >= 4,
+            "results written into the recycled buffers: {written_in_place} of 5"
+        );
     }
 
     #[test]

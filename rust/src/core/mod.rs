@@ -6,6 +6,7 @@ pub mod batching;
 pub mod error;
 pub mod hashing;
 pub mod matching;
+pub mod recycle;
 pub mod text;
 
 pub use error::CoreError;
