@@ -167,6 +167,7 @@ def teacher_done(out: Path, args: argparse.Namespace) -> bool:
         and m.get("max_length") == args.max_length
         and (args.teacher_lr is None or m.get("lr") == args.teacher_lr)
         and (m.get("dev_rows", 0) > 0) == (args.teacher_dev_share > 0)
+        and m.get("config", {}).get("ordinal_weight", 0.0) == args.teacher_ordinal_weight
     )
 
 
@@ -185,6 +186,7 @@ def train_teacher_stage(args: argparse.Namespace, d: dict[str, Path], out: Path)
         "max_length": args.max_length,
         "batch_size": 16,
         "lr": args.teacher_lr,
+        "ordinal_weight": args.teacher_ordinal_weight,
         "seed": args.seed,
         "num_workers": 1,
         "cpus_per_worker": THREADS,
@@ -499,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.1,
         help="share of the train queries held out as the teacher's dev set (0: the teacher trains on "
         "the whole train split, as the baselines do)",
+    )
+    ap.add_argument(
+        "--teacher-ordinal-weight",
+        type=float,
+        default=0.0,
+        help="weight of the teacher's squared-error term on the expected grade (ordinal_weight)",
     )
     ap.add_argument("--k", type=int, default=30)
     ap.add_argument("--negatives", type=int, default=5)

@@ -287,6 +287,43 @@ def _write_csv(path: Path, text: str) -> Path:
     return path
 
 
+def test_training_loss_adds_the_expected_grade_error() -> None:
+    from pinrel.teacher import training_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 3.0]])
+    y = torch.tensor([0, 1])
+    probs = torch.softmax(logits, dim=-1)
+    ce = -(probs[0, 0].log() + probs[1, 1].log()) / 2
+    expected = probs @ torch.tensor([1.0, 2.0, 3.0])
+    mse = ((expected - torch.tensor([1.0, 2.0])) ** 2).mean()
+    assert torch.allclose(training_loss(logits, y), ce)
+    assert torch.allclose(training_loss(logits, y, 0.5), ce + 0.5 * mse)
+    # The term pulls the expected grade to the label: its gradient moves probability toward grade 2
+    # for the second row, whose expected grade (near 3) overshoots.
+    x = logits.clone().requires_grad_(True)
+    (training_loss(x, y, 1.0) - training_loss(x, y, 0.0)).backward()
+    assert x.grad is not None and x.grad[1, 2] > 0
+
+
+def test_ordinal_weight_trains_and_is_recorded(
+    ray_cluster: None, tmp_path: Path, data: dict[str, Any], bert_model: Path
+) -> None:
+    out = tmp_path / "ordinal"
+    code = cli_main(
+        ["teacher", "train", "--train", str(data["train_path"]), "--dev", str(data["dev_path"]),
+         "--model", str(bert_model), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+         "--max-length", "48", "--lr", "3e-3", "--ordinal-weight", "0.5", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    manifest = json.loads((out / "pinrel.json").read_text())
+    assert manifest["config"]["ordinal_weight"] == 0.5
+    assert manifest["metrics"]["accuracy"] > 0.5  # three balanced grades: chance is 1/3
+    with pytest.raises(TeacherError, match="ordinal_weight"):
+        TeacherConfig(model="x", ordinal_weight=-1.0)
+    with pytest.raises(TeacherError, match="ordinal_weight"):
+        TeacherConfig(model="x", ordinal_weight=float("nan"))
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

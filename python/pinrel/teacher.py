@@ -98,6 +98,10 @@ class TeacherConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
+    # Weight of a squared-error term on the expected grade (sum of p_k * k) beside cross-entropy.
+    # Cross-entropy treats the grades as unordered classes; rankings sort by the expected grade, and
+    # this term trains that score directly (0 = plain cross-entropy).
+    ordinal_weight: float = 0.0
     seed: int = 0
     num_workers: int = 1
     cpus_per_worker: int = 1
@@ -144,6 +148,8 @@ class TeacherConfig:
             raise TeacherError(f"lr: expected a positive number (or null for the default), got {self.lr!r}")
         if not _is_number(self.max_grad_norm) or self.max_grad_norm <= 0:
             raise TeacherError(f"max_grad_norm: expected a positive number, got {self.max_grad_norm!r}")
+        if not _is_number(self.ordinal_weight) or not 0 <= self.ordinal_weight <= 100:
+            raise TeacherError(f"ordinal_weight: expected a number in [0, 100], got {self.ordinal_weight!r}")
         for name in ("use_gpu", "bf16", "load_in_4bit", "gradient_checkpointing", "progress", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise TeacherError(f"{name}: expected true or false, got {getattr(self, name)!r}")
@@ -161,7 +167,7 @@ class TeacherConfig:
 
     def _coerce_floats(self) -> None:
         # YAML 1.1 (PyYAML) reads `lr: 1e-4` as the string "1e-4"; accept what a reader would call a number.
-        for name in ("lr", "lora_dropout", "weight_decay", "warmup_ratio", "max_grad_norm"):
+        for name in ("lr", "lora_dropout", "weight_decay", "warmup_ratio", "max_grad_norm", "ordinal_weight"):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -750,6 +756,20 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         _report(metrics, state, module, optimizer, scheduler, rank)
 
 
+def training_loss(logits: torch.Tensor, y: torch.Tensor, ordinal_weight: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of the K-way logits against the 0-based grades `y`, plus `ordinal_weight`
+    times the mean squared error of the expected grade (`sum_k p_k * k`, grades 1..K)."""
+    import torch
+
+    logits = logits.float()
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    if ordinal_weight > 0:
+        grades = torch.arange(1, logits.shape[-1] + 1, dtype=torch.float32, device=logits.device)
+        expected = torch.softmax(logits, dim=-1) @ grades
+        loss = loss + ordinal_weight * torch.nn.functional.mse_loss(expected, (y + 1).float())
+    return loss
+
+
 def _train_epoch(
     model: Any,
     params: list[Any],
@@ -769,13 +789,14 @@ def _train_epoch(
 
     model.train()
     total, seen = 0.0, 0
+    ordinal = float(plan.get("ordinal_weight", 0.0))
     bar = tqdm(batches, desc=desc, unit="batch", disable=rank != 0 or not plan["progress"], mininterval=2.0)
     for idx in bar:
         x, mask = collate([ids[i] for i in idx], pad_id, device)
         y = torch.as_tensor(labels[idx], device=device)
         with _autocast(plan, device):
             logits = model(input_ids=x, attention_mask=mask).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        loss = training_loss(logits, y, ordinal)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, float(plan["max_grad_norm"]))

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="export the epoch with the lowest dev loss instead of the last (needs --dev)",
     )
+    t.add_argument(
+        "--ordinal-weight",
+        type=float,
+        default=None,
+        help="weight of a squared-error term on the expected grade beside cross-entropy (default 0)",
+    )
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)
@@ -69,6 +75,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "lora": args.lora,
         "progress": False if args.no_progress else None,
         "keep_best": args.keep_best,
+        "ordinal_weight": args.ordinal_weight,
     }
 
 
