@@ -16,7 +16,8 @@ re-run after an interruption goes on where it stopped (the teacher and the stude
 last Ray Train checkpoint, labeling from its last shard).  Results: `results.md` and `results.json`.
 
     python benches/crowdflower_quality.py [--out bench-out/crowdflower] [--teacher-epochs 2]
-        [--teacher-lr 1e-4] [--max-length 128] [--k 30] [--negatives 5] [--distill-epochs 10] [--seed 0]
+        [--teacher-lr 1e-4] [--teacher-dev-share 0.1] [--teacher-ordinal-weight 0] [--max-length 128]
+        [--k 30] [--negatives 5] [--distill-epochs 10] [--seed 0]
 
 The defaults take about 25 minutes on 2 idle CPUs, most of it the teacher's 2 epochs (~7 min each).
 Settings tried before them, on the same split: 1 epoch at lr 3e-5 (max_length 96) left the teacher
