@@ -789,7 +789,7 @@ def _train_epoch(
 
     model.train()
     total, seen = 0.0, 0
-    ordinal = float(plan.get("ordinal_weight", 0.0))
+    ordinal = float(plan["ordinal_weight"])
     bar = tqdm(batches, desc=desc, unit="batch", disable=rank != 0 or not plan["progress"], mininterval=2.0)
     for idx in bar:
         x, mask = collate([ids[i] for i in idx], pad_id, device)

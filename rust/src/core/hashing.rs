@@ -979,16 +979,12 @@ struct Part {
 }
 
 impl Part {
-    /// Hashes `texts` into a new part. Growing the output by doubling was measured to cost a
+    /// Hashes `texts` into `part`. Growing the output by doubling was measured to cost a
     /// quarter of the run time in copies and page faults, and reserving from a fixed guess of
     /// entries per byte over-reserves up to twofold, which pushes large outputs past the size
     /// where the allocator stops reusing freed memory. So a sample of rows is hashed first and
-    /// the rest is reserved from its measured rate.
-    fn hash_all(s: &mut Scratch, texts: &[&str], cfg: &HasherConfig) -> Part {
-        Part::hash_into(Part::default(), s, texts, cfg)
-    }
-
-    /// Like [`Part::hash_all`], into `part`'s buffers (cleared first, their capacity kept).
+    /// the rest is reserved from its measured rate. Writes into `part`'s buffers (cleared first,
+    /// their capacity kept).
     fn hash_into(mut part: Part, s: &mut Scratch, texts: &[&str], cfg: &HasherConfig) -> Part {
         let bytes = |texts: &[&str]| texts.iter().map(|t| t.len()).sum::<usize>() as f64;
         let sample = (texts.len() / 16).clamp(1, 256).min(texts.len());
@@ -1107,24 +1103,20 @@ pub fn transform(texts: &[&str], cfg: &HasherConfig) -> Csr {
 /// [`transform`] with the output written into buffers from `spare` where it has fitting ones.
 pub fn transform_reusing(texts: &[&str], cfg: &HasherConfig, spare: &OutputBuffers) -> Csr {
     let threads = rayon::current_num_threads();
-    if texts.len() < 2 {
-        let out = Part::hash_all(&mut Scratch::default(), texts, cfg);
+    // With output buffers handed back by an earlier call (mapped already), one thread hashes
+    // straight into them: no parts, no copy, no page faults. A text yields more than one entry per
+    // byte for any n-gram setting that hashes at all, hence the size asked for.
+    let kept = (threads == 1 && texts.len() >= 2)
+        .then(|| spare.take_kept(texts.iter().map(|t| t.len()).sum()))
+        .flatten();
+    if texts.len() < 2 || kept.is_some() {
+        let part = kept.map_or_else(Part::default, |(indices, data)| Part {
+            nnz: Vec::new(),
+            indices,
+            data,
+        });
+        let out = Part::hash_into(part, &mut Scratch::default(), texts, cfg);
         return assemble(out.nnz.iter().copied(), out.indices, out.data);
-    }
-    if threads == 1 {
-        // With output buffers handed back by an earlier call (mapped already), one thread hashes
-        // straight into them: no parts, no copy, no page faults. A text yields more than one
-        // entry per byte for any n-gram setting that hashes at all, hence the size asked for.
-        let bytes = texts.iter().map(|t| t.len()).sum::<usize>();
-        if let Some((indices, data)) = spare.take_kept(bytes) {
-            let part = Part {
-                nnz: Vec::new(),
-                indices,
-                data,
-            };
-            let out = Part::hash_into(part, &mut Scratch::default(), texts, cfg);
-            return assemble(out.nnz.iter().copied(), out.indices, out.data);
-        }
     }
 
     // Several chunks per thread balance uneven text lengths; chunks rather than single rows keep
