@@ -1,0 +1,303 @@
+"""CrowdFlower teacher vs baselines over query-disjoint folds: every query held out once.
+
+One 80/20 split holds out 52 CrowdFlower queries, and per-query nDCG@10 varies so much between queries
+that a paired bootstrap over them puts +-0.04 around a teacher-minus-baseline difference: a single
+split cannot say which model ranks better. This bench splits the queries into `--folds` query-disjoint
+parts (`split_by_query`, `--seed`; 5 folds = five 80/20 splits), and for each fold trains the teacher
+(all-MiniLM-L6-v2, full fine-tuning on Ray Train, the settings of `crowdflower_quality.py`, on the whole
+train part as the baselines are) and fits BM25 and hashed LR on the same train part. The held-out
+predictions of all folds are pooled, so every metric covers all 261 queries and 10,158 pairs, and the
+teacher-minus-baseline differences in accuracy and nDCG@10 get a paired bootstrap over queries.
+
+    python benches/crowdflower_folds.py [--out bench-out/crowdflower-folds] [--folds 5] [--seed 0]
+        [--teacher-epochs 2] [--teacher-lr 1e-4] [--max-length 128] [--bootstrap 10000]
+
+About 12 minutes per fold on 2 idle CPUs (the teacher's 2 epochs). Every fold writes its split, the
+teacher and the held-out probabilities of all three models under `--out/foldN/` and is skipped when
+they are complete, so a re-run goes on where it stopped (the teacher also resumes from its last Ray
+Train checkpoint). Results: `results.md` and `results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+
+# shares the teacher settings, the teacher stage and the Ray helpers
+import crowdflower_quality as cq
+
+GRADES = cq.GRADES
+MODELS = ("teacher", "bm25", "hashed_lr")
+HEADLINE = ("accuracy", "macro_f1", "ndcg@10", "ndcg@20", "spearman", "auroc>=2", "auroc>=3", "auroc>=4")
+log = cq.log
+
+
+def save_npy(path: Path, arr: np.ndarray) -> None:
+    """Atomic: a fold whose probabilities exist is complete, so a half-written file must never exist."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_folds(args: argparse.Namespace, out: Path) -> list[Path]:
+    from pinrel.datasets import load_crowdflower, shared_data_dir
+    from pinrel.records import split_by_query, write_records
+
+    dirs = [out / f"fold{f}" for f in range(args.folds)]
+    if all((d / "heldout.parquet").is_file() and (d / "train.parquet").is_file() for d in dirs):
+        return dirs
+    shared = shared_data_dir()
+    if shared is None or not (shared / "crowdflower").is_dir():
+        sys.exit("no CrowdFlower data: set PINREL_SHARED_DATA to a folder holding crowdflower/foldN.csv")
+    import pyarrow as pa
+
+    table = load_crowdflower(shared / "crowdflower")
+    parts = split_by_query(table, [1.0 / args.folds] * args.folds, args.seed)
+    for f, d in enumerate(dirs):
+        d.mkdir(parents=True, exist_ok=True)
+        train = pa.concat_tables([p for i, p in enumerate(parts) if i != f])
+        write_records(train, d / "train.parquet", grades=GRADES)
+        write_records(parts[f], d / "heldout.parquet", grades=GRADES)
+    log(f"{table.num_rows} pairs: {args.folds} query-disjoint folds of {[p.num_rows for p in parts]} pairs")
+    return dirs
+
+
+def teacher_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The namespace `crowdflower_quality`'s teacher stage reads: same model and settings, no dev set."""
+    return argparse.Namespace(
+        model=args.model,
+        teacher_epochs=args.teacher_epochs,
+        teacher_lr=args.teacher_lr,
+        max_length=args.max_length,
+        teacher_dev_share=0.0,
+        teacher_ordinal_weight=0.0,
+        seed=args.seed,
+    )
+
+
+def run_fold(args: argparse.Namespace, d: Path) -> None:
+    from pinrel.baselines import make_baseline
+    from pinrel.records import read_records
+    from pinrel.teacher import load_teacher
+
+    targs = teacher_args(args)
+    paths = {"teacher_train": d / "train.parquet"}
+    if not cq.teacher_done(d / "teacher", targs):
+        cq.ensure_ray()
+        cq.train_teacher_stage(targs, paths, d / "teacher")
+    heldout = read_records(d / "heldout.parquet", grades=GRADES)
+    if not (d / "teacher_probs.npy").is_file():
+        teacher = load_teacher(d / "teacher", backend="hf", device="cpu", progress=False)
+        save_npy(d / "teacher_probs.npy", np.asarray(teacher.predict_proba(heldout), dtype=np.float32))
+    train = read_records(d / "train.parquet", grades=GRADES)
+    for name in ("bm25", "hashed_lr"):
+        if not (d / f"{name}_probs.npy").is_file():
+            probs = make_baseline(name, GRADES).fit(train).predict_proba(heldout)
+            save_npy(d / f"{name}_probs.npy", np.asarray(probs, dtype=np.float32))
+
+
+def fold_done(d: Path) -> bool:
+    return all((d / f"{m}_probs.npy").is_file() for m in MODELS)
+
+
+def paired_bootstrap(
+    per_query: dict[str, np.ndarray], weights: np.ndarray, reps: int, seed: int
+) -> dict[str, float]:
+    """Mean of teacher-minus-baseline over queries and its 5th/95th percentiles over query resamples.
+
+    `per_query` holds one value per query for both models, `weights` the share each query gets (its
+    pair count for accuracy, 1 for nDCG), so a resample reweights exactly as the pooled metric does.
+    """
+    diff = per_query["teacher"] - per_query["baseline"]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(reps, diff.size))
+    w = weights[idx]
+    stats = (diff[idx] * w).sum(axis=1) / w.sum(axis=1)
+    lo, hi = np.percentile(stats, [5, 95])
+    return {
+        "mean": float((diff * weights).sum() / weights.sum()),
+        "p05": float(lo),
+        "p95": float(hi),
+        "share_above_0": float((stats > 0).mean()),
+    }
+
+
+def per_query_accuracy(groups: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy, pair count) per query, in `np.unique(groups)` order."""
+    _, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return np.bincount(inv.reshape(-1), weights=correct.astype(np.float64)) / counts, counts.astype(float)
+
+
+def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    from pinrel import metrics
+    from pinrel.baselines import query_keys
+    from pinrel.records import read_records
+
+    labels, groups, probs = [], [], {m: [] for m in MODELS}
+    per_fold: list[dict[str, Any]] = []
+    for d in dirs:
+        heldout = read_records(d / "heldout.parquet", grades=GRADES)
+        y = np.asarray(heldout.column("label").to_pylist(), dtype=np.int64)
+        q = query_keys(heldout)
+        fold: dict[str, Any] = {"pairs": int(y.size), "queries": len(set(q.tolist()))}
+        for m in MODELS:
+            p = np.load(d / f"{m}_probs.npy").astype(np.float64)
+            p /= p.sum(axis=1, keepdims=True)  # float32 rounding; the metrics check rows sum to 1
+            probs[m].append(p)
+            fold[m] = metrics.compute_all(p, y, q)
+        per_fold.append(fold)
+        labels.append(y)
+        groups.append(q)
+    y, q = np.concatenate(labels), np.concatenate(groups)
+    p_all = {m: np.concatenate(probs[m]) for m in MODELS}
+    overall = {m: metrics.compute_all(p_all[m], y, q) for m in MODELS}
+
+    grade_values = np.arange(1, GRADES + 1, dtype=np.float64)
+    ndcg: dict[str, np.ndarray] = {}
+    acc: dict[str, np.ndarray] = {}
+    counts = None
+    for m in MODELS:
+        _, ndcg[m] = metrics.ndcg_per_query(q, y, p_all[m] @ grade_values, 10)
+        acc[m], counts = per_query_accuracy(q, p_all[m].argmax(axis=1) + 1 == y)
+    assert counts is not None
+    rankable = ~np.isnan(ndcg["teacher"])
+    paired = {}
+    for b in ("bm25", "hashed_lr"):
+        paired[b] = {
+            "accuracy": paired_bootstrap(
+                {"teacher": acc["teacher"], "baseline": acc[b]}, counts, args.bootstrap, args.seed
+            ),
+            "ndcg@10": paired_bootstrap(
+                {"teacher": ndcg["teacher"][rankable], "baseline": ndcg[b][rankable]},
+                np.ones(int(rankable.sum())),
+                args.bootstrap,
+                args.seed,
+            ),
+            "folds_won": {
+                k: sum(f["teacher"][k] > f[b][k] for f in per_fold) for k in ("accuracy", "ndcg@10")
+            },
+        }
+    return {
+        "pairs": int(y.size),
+        "queries": len(set(q.tolist())),
+        "rankable_queries": int(rankable.sum()),
+        "overall": overall,
+        "per_fold": per_fold,
+        "paired": paired,
+    }
+
+
+def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: list[dict]) -> str:
+    from pinrel.io import atomic_write_text
+
+    ov = res["overall"]
+    names = {"teacher": "teacher", "bm25": "BM25", "hashed_lr": "hashed LR"}
+    bars = {
+        f"teacher beats BM25 and hashed LR on {k} (all folds pooled)": all(
+            ov["teacher"][k] > ov[b][k] for b in ("bm25", "hashed_lr")
+        )
+        for k in ("accuracy", "ndcg@10")
+    }
+    secs = [h["seconds"] for m in manifests for h in m.get("history", [])]
+    lines = [
+        "# pinrel on CrowdFlower: teacher vs baselines over query-disjoint folds",
+        "",
+        f"CrowdFlower (K=4), {args.folds} query-disjoint folds (seed {args.seed}): every query is held out "
+        f"once; pooled over the folds: {res['pairs']} pairs, {res['queries']} queries "
+        f"({res['rankable_queries']} with two or more grades, the ones nDCG counts). Teacher per fold: "
+        f"{args.model or 'all-MiniLM-L6-v2'}, full fine-tuning on the fold's whole train part, "
+        f"{args.teacher_epochs} epoch(s), max_length {args.max_length}, batch 16, lr {args.teacher_lr}, on "
+        f"Ray Train (1 worker x 2 CPUs"
+        + (f"; {np.median(secs):.0f} s/epoch here" if secs else "")
+        + "). Baselines fitted on the same train part.",
+        "",
+        "| metric (pooled) | " + " | ".join(names.values()) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for k in HEADLINE:
+        best = max(MODELS, key=lambda m: ov[m][k])
+        cells = [f"**{ov[m][k]:.4f}**" if m == best else f"{ov[m][k]:.4f}" for m in MODELS]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "Teacher minus baseline, paired bootstrap over queries (mean [5th, 95th percentile]):", ""]
+    lines += ["| baseline | accuracy | nDCG@10 | folds won (acc / nDCG@10) |", "|---|---|---|---|"]
+    for b in ("bm25", "hashed_lr"):
+        pr = res["paired"][b]
+        cell = {
+            k: f"{pr[k]['mean']:+.4f} [{pr[k]['p05']:+.4f}, {pr[k]['p95']:+.4f}]"
+            for k in ("accuracy", "ndcg@10")
+        }
+        won = pr["folds_won"]
+        lines.append(
+            f"| {names[b]} | {cell['accuracy']} | {cell['ndcg@10']} | "
+            f"{won['accuracy']}/{args.folds} / {won['ndcg@10']}/{args.folds} |"
+        )
+    lines += ["", "Per fold (accuracy / nDCG@10):", ""]
+    lines += ["| fold | queries | " + " | ".join(names.values()) + " |", "|---|---:|" + "---:|" * len(names)]
+    for i, f in enumerate(res["per_fold"]):
+        cells = [f"{f[m]['accuracy']:.3f} / {f[m]['ndcg@10']:.3f}" for m in MODELS]
+        lines.append(f"| {i} | {f['queries']} | " + " | ".join(cells) + " |")
+    lines += ["", "Bars:"] + [f"- [{'x' if ok else ' '}] {name}" for name, ok in bars.items()]
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out / "results.md", md)
+    result = {
+        **res,
+        "bars": bars,
+        "args": vars(args),
+        "teacher_history": [m.get("history") for m in manifests],
+    }
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str) + "\n")
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(cq.REPO / "bench-out" / "crowdflower-folds"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--teacher-epochs", type=int, default=2)
+    ap.add_argument("--teacher-lr", type=float, default=1e-4)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--bootstrap", type=int, default=10000, help="query resamples for the paired bootstrap")
+    ap.add_argument("--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2)")
+    args = ap.parse_args(argv)
+    if not 2 <= args.folds <= 20:
+        ap.error(f"--folds: expected 2..20, got {args.folds}")
+    if args.bootstrap < 100:
+        ap.error(f"--bootstrap: expected at least 100 resamples, got {args.bootstrap}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cq.set_threads()
+    dirs = write_folds(args, out)
+    try:
+        for f, d in enumerate(dirs):
+            if fold_done(d):
+                log(f"=== fold {f + 1}/{args.folds}: complete, skipped")
+                continue
+            log(f"=== fold {f + 1}/{args.folds}: running")
+            run_fold(args, d)
+            log(f"--- fold {f + 1}/{args.folds}: done")
+    finally:
+        cq.stop_ray()
+    manifests = [cq.read_json(d / "teacher" / "pinrel.json") for d in dirs]
+    md = report(args, out, pooled(dirs, args), manifests)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
