@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,29 +41,22 @@ log = cq.log
 
 def save_npy(path: Path, arr: np.ndarray) -> None:
     """Atomic: a fold whose probabilities exist is complete, so a half-written file must never exist."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from pinrel.io import atomic_path
+
+    # through a handle: np.save given a path would append ".npy" to the temp file's name
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
 
 
 def write_folds(args: argparse.Namespace, out: Path) -> list[Path]:
-    from pinrel.datasets import load_crowdflower, shared_data_dir
     from pinrel.records import split_by_query, write_records
 
     dirs = [out / f"fold{f}" for f in range(args.folds)]
     if all((d / "heldout.parquet").is_file() and (d / "train.parquet").is_file() for d in dirs):
         return dirs
-    shared = shared_data_dir()
-    if shared is None or not (shared / "crowdflower").is_dir():
-        sys.exit("no CrowdFlower data: set PINREL_SHARED_DATA to a folder holding crowdflower/foldN.csv")
     import pyarrow as pa
 
-    table = load_crowdflower(shared / "crowdflower")
+    table = cq.load_table()
     parts = split_by_query(table, [1.0 / args.folds] * args.folds, args.seed)
     for f, d in enumerate(dirs):
         d.mkdir(parents=True, exist_ok=True)
@@ -136,10 +127,9 @@ def paired_bootstrap(
     }
 
 
-def per_query_accuracy(groups: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(accuracy, pair count) per query, in `np.unique(groups)` order."""
-    _, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    return np.bincount(inv.reshape(-1), weights=correct.astype(np.float64)) / counts, counts.astype(float)
+def per_query_accuracy(groups: np.ndarray, counts: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Accuracy per query; `groups` are query indices 0..Q-1 and `counts` their pair counts."""
+    return np.bincount(groups, weights=correct.astype(np.float64), minlength=counts.size) / counts
 
 
 def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
@@ -166,14 +156,13 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     p_all = {m: np.concatenate(probs[m]) for m in MODELS}
     overall = {m: metrics.compute_all(p_all[m], y, q) for m in MODELS}
 
-    grade_values = np.arange(1, GRADES + 1, dtype=np.float64)
+    _, group, counts = np.unique(q, return_inverse=True, return_counts=True)
+    group, counts = group.reshape(-1), counts.astype(np.float64)
     ndcg: dict[str, np.ndarray] = {}
     acc: dict[str, np.ndarray] = {}
-    counts = None
     for m in MODELS:
-        _, ndcg[m] = metrics.ndcg_per_query(q, y, p_all[m] @ grade_values, 10)
-        acc[m], counts = per_query_accuracy(q, p_all[m].argmax(axis=1) + 1 == y)
-    assert counts is not None
+        _, ndcg[m] = metrics.ndcg_per_query(q, y, metrics.expected_grade(p_all[m]), 10)
+        acc[m] = per_query_accuracy(group, counts, p_all[m].argmax(axis=1) + 1 == y)
     rankable = ~np.isnan(ndcg["teacher"])
     paired = {}
     for b in ("bm25", "hashed_lr"):

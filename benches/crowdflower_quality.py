@@ -109,14 +109,20 @@ def stop_ray() -> None:
 # --------------------------------------------------------------------------------------------- stages
 
 
-def split_data(args: argparse.Namespace, data: Path) -> dict[str, Path]:
+def load_table() -> pa.Table:
+    """All CrowdFlower pairs from the shared data folder, or exit saying where they were looked for."""
     from pinrel.datasets import load_crowdflower, shared_data_dir
-    from pinrel.records import split_by_query, write_records
 
     shared = shared_data_dir()
     if shared is None or not (shared / "crowdflower").is_dir():
         sys.exit("no CrowdFlower data: set PINREL_SHARED_DATA to a folder holding crowdflower/foldN.csv")
-    table = load_crowdflower(shared / "crowdflower")
+    return load_crowdflower(shared / "crowdflower")
+
+
+def split_data(args: argparse.Namespace, data: Path) -> dict[str, Path]:
+    from pinrel.records import split_by_query, write_records
+
+    table = load_table()
     train, heldout = split_by_query(table, (0.8, 0.2), args.seed)
     share = args.teacher_dev_share
     if share > 0:
