@@ -1,8 +1,9 @@
 """CrowdFlower teacher vs baselines over query-disjoint folds: every query held out once.
 
 One 80/20 split holds out 52 CrowdFlower queries, and per-query nDCG@10 varies so much between queries
-that a paired bootstrap over them puts +-0.04 around a teacher-minus-baseline difference: a single
-split cannot say which model ranks better. This bench splits the queries into `--folds` query-disjoint
+that the teacher-minus-baseline difference moves by more than the teacher's lead from one such split
+to another (see the per-fold table this bench writes): a single split cannot say which model ranks
+better. This bench splits the queries into `--folds` query-disjoint
 parts (`split_by_query`, `--seed`; 5 folds = five 80/20 splits), and for each fold trains the teacher
 (all-MiniLM-L6-v2, full fine-tuning on Ray Train, the settings of `crowdflower_quality.py`, on the whole
 train part as the baselines are) and fits BM25 and hashed LR on the same train part. The held-out
