@@ -53,7 +53,8 @@ def write_folds(args: argparse.Namespace, out: Path) -> list[Path]:
     from pinrel.records import split_by_query, write_records
 
     dirs = [out / f"fold{f}" for f in range(args.folds)]
-    if all((d / "heldout.parquet").is_file() and (d / "train.parquet").is_file() for d in dirs):
+    spec = {"seed": args.seed, "folds": args.folds}
+    if cq.split_done(out / "folds.json", spec):
         return dirs
     import pyarrow as pa
 
@@ -64,6 +65,7 @@ def write_folds(args: argparse.Namespace, out: Path) -> list[Path]:
         train = pa.concat_tables([p for i, p in enumerate(parts) if i != f])
         write_records(train, d / "train.parquet", grades=GRADES)
         write_records(parts[f], d / "heldout.parquet", grades=GRADES)
+    cq.record_split(out / "folds.json", spec)
     log(f"{table.num_rows} pairs: {args.folds} query-disjoint folds of {[p.num_rows for p in parts]} pairs")
     return dirs
 
@@ -89,6 +91,9 @@ def run_fold(args: argparse.Namespace, d: Path) -> None:
     targs = teacher_args(args)
     paths = {"teacher_train": d / "train.parquet"}
     if not cq.teacher_done(d / "teacher", targs):
+        cq.refuse_other_teacher(d / "teacher")
+        # probabilities left by an interrupted earlier attempt must not outlive the teacher it replaces
+        (d / "teacher_probs.npy").unlink(missing_ok=True)
         cq.ensure_ray()
         cq.train_teacher_stage(targs, paths, d / "teacher")
     heldout = read_records(d / "heldout.parquet", grades=GRADES)
@@ -102,8 +107,10 @@ def run_fold(args: argparse.Namespace, d: Path) -> None:
             save_npy(d / f"{name}_probs.npy", np.asarray(probs, dtype=np.float32))
 
 
-def fold_done(d: Path) -> bool:
-    return all((d / f"{m}_probs.npy").is_file() for m in MODELS)
+def fold_done(args: argparse.Namespace, d: Path) -> bool:
+    return cq.teacher_done(d / "teacher", teacher_args(args)) and all(
+        (d / f"{m}_probs.npy").is_file() for m in MODELS
+    )
 
 
 def paired_bootstrap(
@@ -275,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     dirs = write_folds(args, out)
     try:
         for f, d in enumerate(dirs):
-            if fold_done(d):
+            if fold_done(args, d):
                 log(f"=== fold {f + 1}/{args.folds}: complete, skipped")
                 continue
             log(f"=== fold {f + 1}/{args.folds}: running")

