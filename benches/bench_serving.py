@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import aiohttp
 import httpx
 
+from pinrel.ingress import free_port, haproxy_env
+
 REPO = Path(__file__).resolve().parent.parent
 JSON = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sample_items(n: int) -> list[dict[str, Any]]:
@@ -162,16 +157,6 @@ def bench(url: str, body: dict[str, Any], levels: list[int], seconds: float) -> 
     asyncio.run(run_level(url, raw, n, 2, 1.0))  # warm-up: first requests pay for lazy imports
     rows = [asyncio.run(run_level(url, raw, n, c, seconds)) for c in levels]
     return [*rows, asyncio.run(run_rate(url, raw, n, 100.0, seconds))]
-
-
-def haproxy_env() -> dict[str, str]:
-    """Ray Serve's HAProxy ingress; its stats page and metrics endpoint get free ports (their
-    defaults, 8404 and 9101, may be taken)."""
-    return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-    }
 
 
 def serve_rows(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
@@ -21,25 +20,9 @@ def make_student(out: Path, seed: int) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 ITEMS = [
     {"id": "mug", "title": "Red ceramic mug", "description": "A mug for coffee", "lang": "en"},
     {"id": "lamp", "title": "Brass desk lamp", "captions": ["a lamp on a desk"], "lang": "en"},
     {"id": "tasse", "title": "Rote Tasse aus Keramik", "boards": ["Küche"], "lang": "de"},
     {"id": "cup", "title": "東京 マグカップ", "lang": "ja"},
 ]
-
-
-def haproxy_env() -> dict[str, str]:
-    """Environment for Ray Serve's HAProxy ingress in a test: its stats page and metrics endpoint
-    listen on fixed ports (8404, 9101) of every interface by default, so each run gets free ones."""
-    return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +14,10 @@ import pytest
 import yaml
 
 from pinrel import Client
+from pinrel.ingress import free_port
 
 from .conftest import REPO
-from .serving_helpers import ITEMS, free_port, haproxy_env, make_student
+from .serving_helpers import ITEMS, make_student
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +53,20 @@ def _stop(proc: subprocess.Popen[bytes], group: bool = True) -> int:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
+
+
+def _hold_ports(*ports: int) -> list[socket.socket]:
+    """Bind each port on every interface (one already taken by something else is held just as well)."""
+    held = []
+    for port in ports:
+        s = socket.socket()
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            s.close()
+            continue
+        held.append(s)
+    return held
 
 
 def _haproxy_pids(session: int) -> list[int]:
@@ -118,12 +134,13 @@ def test_pinrel_serve_shortcut(tmp_path: Path, ingress: str) -> None:
     student = make_student(tmp_path / "student", seed=4)
     port = free_port()
     cmd = ["serve", "--model", str(student), "--port", str(port), "--ingress", ingress]
-    ports = {k: v for k, v in haproxy_env().items() if k != "RAY_SERVE_ENABLE_HA_PROXY"}
+    # --ingress alone turns HAProxy on and picks its stats/metrics ports: HAProxy's default ones are
+    # held here, so a server that fell back to them would never get healthy.
+    blockers = _hold_ports(8404, 9101)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pinrel.cli", *cmd],
         cwd=tmp_path,
-        # --ingress alone turns HAProxy on; the environment only moves its stats/metrics ports.
-        env={**_env(), "RAY_ADDRESS": "local", **ports},
+        env={**_env(), "RAY_ADDRESS": "local"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -136,6 +153,8 @@ def test_pinrel_serve_shortcut(tmp_path: Path, ingress: str) -> None:
         assert len(client.score("lamp", ITEMS)) == len(ITEMS)
     finally:
         code = _stop(proc, group=False)
+        for b in blockers:
+            b.close()
     assert code == 0
     assert _port_closed(port)
 

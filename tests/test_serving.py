@@ -18,9 +18,10 @@ ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
 from pinrel import Client  # noqa: E402
+from pinrel.ingress import free_port, haproxy_env  # noqa: E402
 from pinrel.serving import ScoreResponse, model_fingerprint  # noqa: E402
 
-from .serving_helpers import ITEMS, free_port, haproxy_env, make_student  # noqa: E402
+from .serving_helpers import ITEMS, make_student  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.ingress == "haproxy":
-        # Read by Ray Serve's controller and replicas when they start, which inherit it from here.
+        from ..ingress import haproxy_env
+
+        # Read by Ray Serve's controller and replicas when they start, which inherit it from here;
+        # side ports the user already chose in the environment win over the free ones picked here.
+        for key, value in haproxy_env().items():
+            os.environ.setdefault(key, value)
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     import ray
     from ray import serve
@@ -63,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
             f"pinrel: serving {model} on http://{args.host}:{args.port} (docs at /docs); Ctrl-C to stop",
             flush=True,
         )
+        if args.ingress == "haproxy":
+            print(
+                "pinrel: HAProxy stats on port "
+                f"{os.environ['RAY_SERVE_HAPROXY_STATS_PORT']}, metrics on port "
+                f"{os.environ['RAY_SERVE_HAPROXY_METRICS_PORT']}",
+                flush=True,
+            )
         stop.wait()
         print("pinrel: shutting down", flush=True)
     finally:
