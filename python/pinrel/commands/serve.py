@@ -40,13 +40,14 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.ingress == "haproxy":
-        from ..ingress import haproxy_env
+        from ..ingress import ENABLE, haproxy_env
 
         # Read by Ray Serve's controller and replicas when they start, which inherit it from here;
         # side ports the user already chose in the environment win over the free ones picked here.
-        for key, value in haproxy_env().items():
+        env = haproxy_env()
+        os.environ[ENABLE] = env.pop(ENABLE)
+        for key, value in env.items():
             os.environ.setdefault(key, value)
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     import ray
     from ray import serve
 
@@ -69,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         if args.ingress == "haproxy":
+            from ..ingress import METRICS_PORT, STATS_PORT
+
             print(
-                "pinrel: HAProxy stats on port "
-                f"{os.environ['RAY_SERVE_HAPROXY_STATS_PORT']}, metrics on port "
-                f"{os.environ['RAY_SERVE_HAPROXY_METRICS_PORT']}",
+                f"pinrel: HAProxy stats on port {os.environ[STATS_PORT]}, "
+                f"metrics on port {os.environ[METRICS_PORT]}",
                 flush=True,
             )
         stop.wait()
