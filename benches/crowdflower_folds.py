@@ -75,7 +75,21 @@ def write_folds(args: argparse.Namespace, out: Path) -> list[Path]:
     return dirs
 
 
-def teacher_args(args: argparse.Namespace) -> argparse.Namespace:
+def teacher_seeds(args: argparse.Namespace) -> list[int]:
+    """The fold's teachers' seeds: the split seed first (the one teacher of earlier runs), then the next."""
+    return [args.seed + i for i in range(args.teacher_seeds)]
+
+
+def teacher_dir(d: Path, args: argparse.Namespace, seed: int) -> Path:
+    # the split seed's teacher keeps the plain name, so runs with one teacher per fold stay resumable
+    return d / ("teacher" if seed == args.seed else f"teacher-seed{seed}")
+
+
+def probs_file(d: Path, args: argparse.Namespace, seed: int) -> Path:
+    return d / f"{teacher_dir(d, args, seed).name}_probs.npy"
+
+
+def teacher_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
     """The namespace `crowdflower_quality`'s teacher stage reads: same model and settings, no dev set."""
     return argparse.Namespace(
         model=args.model,
@@ -84,7 +98,7 @@ def teacher_args(args: argparse.Namespace) -> argparse.Namespace:
         max_length=args.max_length,
         teacher_dev_share=0.0,
         teacher_ordinal_weight=0.0,
-        seed=args.seed,
+        seed=seed,
     )
 
 
@@ -93,17 +107,19 @@ def run_fold(args: argparse.Namespace, d: Path) -> None:
     from pinrel.records import read_records
     from pinrel.teacher import load_teacher
 
-    targs = teacher_args(args)
     paths = {"teacher_train": d / "train.parquet"}
-    if not cq.teacher_done(d / "teacher", targs):
-        cq.ensure_ray()
-        cq.train_teacher_stage(targs, paths, d / "teacher")  # refuses a finished teacher of other settings
-        # held-out probabilities on disk predate the teacher just trained
-        (d / "teacher_probs.npy").unlink(missing_ok=True)
     heldout = read_records(d / "heldout.parquet", grades=GRADES)
-    if not (d / "teacher_probs.npy").is_file():
-        teacher = load_teacher(d / "teacher", backend="hf", device="cpu", progress=False)
-        save_npy(d / "teacher_probs.npy", np.asarray(teacher.predict_proba(heldout), dtype=np.float32))
+    for seed in teacher_seeds(args):
+        tdir, pfile = teacher_dir(d, args, seed), probs_file(d, args, seed)
+        if not cq.teacher_done(tdir, teacher_args(args, seed)):
+            cq.ensure_ray()
+            # refuses a finished teacher of other settings
+            cq.train_teacher_stage(teacher_args(args, seed), paths, tdir)
+            # held-out probabilities on disk predate the teacher just trained
+            pfile.unlink(missing_ok=True)
+        if not pfile.is_file():
+            teacher = load_teacher(tdir, backend="hf", device="cpu", progress=False)
+            save_npy(pfile, np.asarray(teacher.predict_proba(heldout), dtype=np.float32))
     train = read_records(d / "train.parquet", grades=GRADES)
     for name in ("bm25", "hashed_lr"):
         if not (d / f"{name}_probs.npy").is_file():
@@ -112,9 +128,21 @@ def run_fold(args: argparse.Namespace, d: Path) -> None:
 
 
 def fold_done(args: argparse.Namespace, d: Path) -> bool:
-    return cq.teacher_done(d / "teacher", teacher_args(args)) and all(
-        (d / f"{m}_probs.npy").is_file() for m in MODELS
-    )
+    return all(
+        cq.teacher_done(teacher_dir(d, args, s), teacher_args(args, s)) and probs_file(d, args, s).is_file()
+        for s in teacher_seeds(args)
+    ) and all((d / f"{m}_probs.npy").is_file() for m in MODELS if m != "teacher")
+
+
+def load_probs(path: Path) -> np.ndarray:
+    p = np.load(path).astype(np.float64)
+    return p / p.sum(axis=1, keepdims=True)  # float32 rounding; the metrics check rows sum to 1
+
+
+def teacher_probs(d: Path, args: argparse.Namespace) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The fold's teacher probabilities (the mean over its seeds' teachers) and each seed's own."""
+    singles = [load_probs(probs_file(d, args, s)) for s in teacher_seeds(args)]
+    return np.mean(singles, axis=0), singles
 
 
 def paired_bootstrap(
@@ -162,6 +190,7 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     from pinrel.records import read_records
 
     labels, groups, probs = [], [], {m: [] for m in MODELS}
+    singles: list[list[np.ndarray]] = [[] for _ in teacher_seeds(args)]
     per_fold: list[dict[str, Any]] = []
     for d in dirs:
         heldout = read_records(d / "heldout.parquet", grades=GRADES)
@@ -172,9 +201,11 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
             "queries": len(set(q.tolist())),
             "over_max_length": over_max_length(d, heldout),
         }
+        mean, per_seed = teacher_probs(d, args)
+        for i, p in enumerate(per_seed):
+            singles[i].append(p)
         for m in MODELS:
-            p = np.load(d / f"{m}_probs.npy").astype(np.float64)
-            p /= p.sum(axis=1, keepdims=True)  # float32 rounding; the metrics check rows sum to 1
+            p = mean if m == "teacher" else load_probs(d / f"{m}_probs.npy")
             probs[m].append(p)
             fold[m] = metrics.compute_all(p, y, q)
         per_fold.append(fold)
@@ -183,6 +214,10 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     y, q = np.concatenate(labels), np.concatenate(groups)
     p_all = {m: np.concatenate(probs[m]) for m in MODELS}
     overall = {m: metrics.compute_all(p_all[m], y, q) for m in MODELS}
+    seeds = teacher_seeds(args)
+    single_teachers = {
+        str(s): metrics.compute_all(np.concatenate(ps), y, q) for s, ps in zip(seeds, singles, strict=True)
+    }
 
     _, group, counts = np.unique(q, return_inverse=True, return_counts=True)
     group, counts = group.reshape(-1), counts.astype(np.float64)
@@ -214,6 +249,7 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         "rankable_queries": int(rankable.sum()),
         "over_max_length": sum(f["over_max_length"] for f in per_fold),
         "overall": overall,
+        "single_teachers": single_teachers,
         "per_fold": per_fold,
         "paired": paired,
     }
@@ -223,7 +259,9 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
     from pinrel.io import atomic_write_text
 
     ov = res["overall"]
-    names = {"teacher": "teacher", "bm25": "BM25", "hashed_lr": "hashed LR"}
+    seeds = teacher_seeds(args)
+    teacher = "teacher" if len(seeds) == 1 else f"teacher (mean of {len(seeds)} seeds)"
+    names = {"teacher": teacher, "bm25": "BM25", "hashed_lr": "hashed LR"}
     bars = {
         f"teacher beats BM25 and hashed LR on {k} (all folds pooled)": all(
             ov["teacher"][k] > ov[b][k] for b in ("bm25", "hashed_lr")
@@ -238,7 +276,13 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
         f"once; pooled over the folds: {res['pairs']} pairs, {res['queries']} queries "
         f"({res['rankable_queries']} with two or more grades, the ones nDCG counts). Teacher per fold: "
         f"{args.model or 'all-MiniLM-L6-v2'}, full fine-tuning on the fold's whole train part, "
-        f"{args.teacher_epochs} epoch(s), max_length {args.max_length} (longer than that: "
+        + (
+            f"trained {len(seeds)} times with seeds {', '.join(map(str, seeds))} (initialisation of the "
+            "classification head, batch order) and their probabilities averaged, "
+            if len(seeds) > 1
+            else ""
+        )
+        + f"{args.teacher_epochs} epoch(s), max_length {args.max_length} (longer than that: "
         f"{res['over_max_length'] / res['pairs']:.1%} of the pairs, which it reads cut short), batch 16, "
         f"lr {args.teacher_lr}, on "
         f"Ray Train (1 worker x 2 CPUs"
@@ -265,6 +309,13 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
             f"| {names[b]} | {cell['accuracy']} | {cell['ndcg@10']} | "
             f"{won['accuracy']}/{args.folds} / {won['ndcg@10']}/{args.folds} |"
         )
+    if len(seeds) > 1:
+        lines += ["", "Each seed's teacher alone (pooled), against the mean of their probabilities:", ""]
+        lines += ["| teacher | accuracy | macro_f1 | ndcg@10 | spearman |", "|---|---:|---:|---:|---:|"]
+        rows = [(f"seed {s}", res["single_teachers"][str(s)]) for s in seeds] + [(teacher, ov["teacher"])]
+        for name, r in rows:
+            cells = " | ".join(f"{r[k]:.4f}" for k in ("accuracy", "macro_f1", "ndcg@10", "spearman"))
+            lines.append(f"| {name} | {cells} |")
     lines += ["", "Per fold (accuracy / nDCG@10):", ""]
     lines += ["| fold | queries | " + " | ".join(names.values()) + " |", "|---|---:|" + "---:|" * len(names)]
     for i, f in enumerate(res["per_fold"]):
@@ -291,11 +342,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-epochs", type=int, default=2)
     ap.add_argument("--teacher-lr", type=float, default=1e-4)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument(
+        "--teacher-seeds",
+        type=int,
+        default=1,
+        help="teachers per fold, seeds --seed, --seed+1, ...; the teacher's probabilities are their mean",
+    )
     ap.add_argument("--bootstrap", type=int, default=10000, help="query resamples for the paired bootstrap")
     ap.add_argument("--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2)")
     args = ap.parse_args(argv)
     if not 2 <= args.folds <= 20:
         ap.error(f"--folds: expected 2..20, got {args.folds}")
+    if not 1 <= args.teacher_seeds <= 10:
+        ap.error(f"--teacher-seeds: expected 1..10, got {args.teacher_seeds}")
     if args.bootstrap < 100:
         ap.error(f"--bootstrap: expected at least 100 resamples, got {args.bootstrap}")
 
@@ -313,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"--- fold {f + 1}/{args.folds}: done")
     finally:
         cq.stop_ray()
-    manifests = [cq.read_json(d / "teacher" / "pinrel.json") for d in dirs]
+    manifests = [
+        cq.read_json(teacher_dir(d, args, s) / "pinrel.json") for d in dirs for s in teacher_seeds(args)
+    ]
     md = report(args, out, pooled(dirs, args), manifests)
     print(md)
     return 0
