@@ -80,6 +80,12 @@ def test_resolve_model_dir_rejects_what_vllm_cannot_serve(teacher: Path, tmp_pat
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is importable in this venv")
+@pytest.mark.parametrize("share", [0, -0.5, 1.5, float("nan"), "half"])
+def test_a_bad_memory_share_is_refused_before_vllm_loads(teacher: Path, share: object) -> None:
+    with pytest.raises(ValueError, match="memory_share: expected a number in"):
+        VLLMBackend(teacher, memory_share=share)  # type: ignore[arg-type]
+
+
 def test_without_vllm_the_error_says_how_to_install_it(teacher: Path) -> None:
     assert "tools/vllm_env.sh" in INSTALL_HINT and "pinrel[vllm]" in INSTALL_HINT
     with pytest.raises(ImportError, match=r"pinrel\[vllm\].*tools/vllm_env\.sh"):
@@ -89,7 +95,8 @@ def test_without_vllm_the_error_says_how_to_install_it(teacher: Path) -> None:
 # ------------------------------------------------------------------------------ vLLM in its own venv
 
 # Runs under .venv-vllm: builds the backend twice (teacher dir through get_backend, then the plain HF folder)
-# and saves everything the assertions need.
+# and saves everything the assertions need. The second engine starts while the first is alive, with half the
+# memory budget, as the teachers of an ensemble share one device in the labeler.
 VLLM_SCRIPT = (
     textwrap.dedent(
         """
@@ -124,13 +131,15 @@ VLLM_SCRIPT = (
         result["embed_error"] = None
     except NotImplementedError as e:
         result["embed_error"] = str(e)
-    backend.close()
 
     t0 = time.perf_counter()
-    with VLLMBackend(teacher, progress=False) as from_teacher_dir:
+    with VLLMBackend(teacher, progress=False, memory_share=0.5) as from_teacher_dir:
         result["teacher_dir_startup_s"] = time.perf_counter() - t0
         result["teacher_dir_max_model_len"] = from_teacher_dir.max_model_len
+        result["shares"] = [b.llm_kwargs["gpu_memory_utilization"] for b in (backend, from_teacher_dir)]
         probs_teacher_dir = from_teacher_dir.predict_proba(texts)
+        result["first_still_serves"] = bool(np.allclose(backend.predict_proba(texts), probs, atol=1e-6))
+    backend.close()
     np.savez(out, probs=probs, logits=logits, empty=empty, probs_teacher_dir=probs_teacher_dir)
     print("RESULT " + json.dumps(result))
     """
@@ -219,6 +228,13 @@ def test_a_teacher_dir_gives_the_same_probabilities(vllm_run: tuple[dict, dict],
     result, arrays = vllm_run
     assert result["teacher_dir_max_model_len"] == MAX_LENGTH  # taken from pinrel.json
     np.testing.assert_allclose(arrays["probs_teacher_dir"], hf_reference[0], atol=1e-4)
+
+
+def test_two_engines_share_the_memory_budget_and_both_serve(vllm_run: tuple[dict, dict]) -> None:
+    result, _ = vllm_run
+    full, half = result["shares"]
+    assert half == pytest.approx(full / 2)
+    assert result["first_still_serves"]
 
 
 def test_vllm_stats_count_real_tokens_and_no_padding(

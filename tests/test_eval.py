@@ -13,7 +13,7 @@ import pytest
 
 import pinrel
 from pinrel import metrics
-from pinrel.baselines import Bm25Baseline, HashedLRBaseline
+from pinrel.baselines import Bm25Baseline, HashedLRBaseline, query_keys
 from pinrel.cli import main
 from pinrel.eval import PLOTS, evaluate
 from pinrel.predictor import Predictor
@@ -156,17 +156,57 @@ def test_baselines_are_deterministic_predictors(synthetic: pa.Table) -> None:
 
 def test_model_directory_is_loaded(synthetic: pa.Table, tmp_path: Path) -> None:
     """A saved (untrained) student: `evaluate` takes any model directory through `load_predictor`."""
+    _untrained_student(tmp_path / "student", seed=0)
+    result = evaluate(tmp_path / "student", synthetic, tmp_path / "report", baselines=(), progress=False)
+    _check_report(tmp_path / "report", result, ())
+    assert "student model" in (tmp_path / "report" / "report.md").read_text()
+
+
+def _untrained_student(path: Path, seed: int) -> Path:
     import torch
 
     from pinrel.student import StudentConfig, StudentModel, save_student
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     hasher = pinrel.FeatureHasher(n_features=2**12)
     student = StudentModel(StudentConfig(grades=K, n_features=2**12, embed_dim=8, hidden=(16,))).eval()
-    save_student(tmp_path / "student", student, hasher, pinrel.AssemblySpec())
-    result = evaluate(tmp_path / "student", synthetic, tmp_path / "report", baselines=(), progress=False)
-    _check_report(tmp_path / "report", result, ())
-    assert "student model" in (tmp_path / "report" / "report.md").read_text()
+    save_student(path, student, hasher, pinrel.AssemblySpec())
+    return path
+
+
+def test_several_model_directories_are_evaluated_as_their_mean(synthetic: pa.Table, tmp_path: Path) -> None:
+    from pinrel.predictor import Ensemble, load_predictor
+
+    dirs = [_untrained_student(tmp_path / f"student{i}", seed=i) for i in range(2)]
+    data = tmp_path / "data.parquet"
+    pq.write_table(synthetic, data)
+    report = tmp_path / "report"
+    argv = ["eval", "--model", str(dirs[0]), "--model", str(dirs[1]), "--data", str(data)]
+    assert main([*argv, "--report", str(report), "--baselines", "none", "--no-progress"]) == 0
+    single = [load_predictor(d).predict_proba(synthetic) for d in dirs]
+    assert np.abs(single[0] - single[1]).max() > 1e-3  # two different models, or the test proves nothing
+    y = np.asarray(synthetic.column("label").to_pylist())
+    got = json.loads((report / "metrics.json").read_text())["model"]
+    q = query_keys(synthetic)
+    for probs, equal in ((np.mean(single, axis=0), True), (single[0], False), (single[1], False)):
+        want = metrics.compute_all(probs, y, q)
+        assert (got["auroc>=2"] == pytest.approx(want["auroc>=2"])) is equal
+        assert (got["spearman"] == pytest.approx(want["spearman"])) is equal
+    assert "ensemble (mean probabilities) of student model" in (report / "report.md").read_text()
+
+    ensemble = load_predictor([str(d) for d in dirs])
+    assert isinstance(ensemble, Ensemble) and ensemble.grades == K
+    with pytest.raises(ValueError, match="given twice"):
+        load_predictor([dirs[0], str(dirs[0])])
+    with pytest.raises(ValueError, match="non-empty list"):
+        load_predictor([])
+    with pytest.raises(ValueError, match=r"different scales \(K = \[4, 5\]\)"):
+        Ensemble([Bm25Predictor(), Bm25Predictor(grades=5)])
+    with pytest.raises(TypeError, match=r"members\[1\]: expected a Predictor, got str"):
+        Ensemble([Bm25Predictor(), "bm25"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"a baseline \('bm25'\) cannot be a member"):
+        evaluate([dirs[0], "bm25"], synthetic, tmp_path / "r2", baselines=(), progress=False)
+    assert not (tmp_path / "r2").exists()
 
 
 def test_errors_are_clear(synthetic: pa.Table, tmp_path: Path) -> None:

@@ -280,6 +280,93 @@ def test_cli_reports_a_grade_mismatch_in_one_line(data: dict[str, Path]) -> None
     assert code == 2 and not out.exists()
 
 
+@pytest.fixture(scope="module")
+def ensemble(data: dict[str, Path]) -> dict[str, Path]:
+    """A second teacher (other weights, same K and assembly) and a small pairs file to label."""
+    root = data["root"] / "ensemble"
+    small = root / "small.parquet"
+    small.parent.mkdir()
+    pq.write_table(pq.read_table(data["pairs"]).slice(0, 3 * SHARD - 30), small)
+    pairs = read_records(small)
+    texts = pinrel.assemble_pairs(pairs.column("query").to_pylist(), pairs)
+    second = _make_teacher(root / "teacher-b", texts, seed=1)
+    singles = {}
+    for name, teacher in (("a", data["teacher"]), ("b", second)):
+        singles[name] = root / f"labels-{name}"
+        label_pairs(small, teacher, singles[name], backend="hf", shard_size=SHARD, progress=False)
+    return {"root": root, "pairs": small, "second": second, **singles}
+
+
+def test_an_ensemble_labels_with_the_mean_of_its_teachers(
+    data: dict[str, Path], ensemble: dict[str, Path]
+) -> None:
+    from pinrel.cli import main
+
+    out = ensemble["root"] / "labels-ab"
+    argv = ["label", "--pairs", str(ensemble["pairs"]), "--out", str(out), "--backend", "hf"]
+    argv += ["--teacher", str(data["teacher"]), "--teacher", str(ensemble["second"]), "--quiet"]
+    assert main([*argv, "--shard-size", str(SHARD)]) == 0
+    a_probs, b_probs = (_probs(read_labels(ensemble[k])) for k in ("a", "b"))
+    ab = read_labels(out)
+    assert np.abs(a_probs - b_probs).max() > 1e-3  # two different teachers, or the test proves nothing
+    np.testing.assert_allclose(_probs(ab), (a_probs + b_probs) / 2, atol=1e-6)
+    np.testing.assert_array_equal(ab.column("grade").to_numpy(), _probs(ab).argmax(axis=1) + 1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["teacher"]["members"]) == 2
+    # The same teachers in the other order are the same ensemble: a re-run resumes (nothing to do).
+    summary = label_pairs(
+        ensemble["pairs"], [ensemble["second"], data["teacher"]], out, shard_size=SHARD, progress=False
+    )
+    assert summary.shards_written == 0
+    # An ensemble is not either of its teachers, and either teacher alone is not the ensemble.
+    _assert_refused("another teacher", ensemble["pairs"], data["teacher"], out, shard_size=SHARD)
+    _assert_refused(
+        "another teacher",
+        ensemble["pairs"],
+        [data["teacher"], ensemble["second"]],
+        ensemble["a"],
+        shard_size=SHARD,
+    )
+
+
+def test_ensemble_on_ray_writes_the_same_shards(
+    data: dict[str, Path], ensemble: dict[str, Path], ray_session: object
+) -> None:
+    out = ensemble["root"] / "labels-ab-ray"
+    teachers = [data["teacher"], ensemble["second"]]
+    summary = label_pairs_ray(
+        ensemble["pairs"], teachers, out, actors=1, backend="hf", shard_size=SHARD, progress=False
+    )
+    assert summary.shards_written == 3
+    want = (_probs(read_labels(ensemble["a"])) + _probs(read_labels(ensemble["b"]))) / 2
+    np.testing.assert_allclose(_probs(read_labels(out)), want, atol=1e-6)
+
+
+def test_an_ensemble_refuses_teachers_that_do_not_fit_together(
+    data: dict[str, Path], ensemble: dict[str, Path]
+) -> None:
+    root, pairs = ensemble["root"], ensemble["pairs"]
+    other_spec = root / "teacher-other-spec"
+    shutil.copytree(ensemble["second"], other_spec)
+    manifest = json.loads((other_spec / "pinrel.json").read_text())
+    manifest["assembly_spec"] = pinrel.AssemblySpec(max_chars=100).to_dict()
+    (other_spec / "pinrel.json").write_text(json.dumps(manifest))
+    _assert_refused(
+        "assemble pair text differently", pairs, [data["teacher"], other_spec], root / "x", shard_size=SHARD
+    )
+    other_k = root / "teacher-other-k"
+    shutil.copytree(ensemble["second"], other_k)
+    (other_k / "pinrel.json").write_text(json.dumps({**manifest, "grades": 3}))
+    _assert_refused(r"grades 1\.\.5 but .* grades 1\.\.3", pairs, [data["teacher"], other_k], root / "x")
+    with pytest.raises(ValueError, match="given twice"):
+        label_pairs(pairs, [data["teacher"], data["teacher"]], root / "x", progress=False)
+    with pytest.raises(ValueError, match="non-empty list"):
+        label_pairs(pairs, [], root / "x", progress=False)
+    with pytest.raises(TypeError, match="expected a path, got int"):
+        label_pairs(pairs, [data["teacher"], 3], root / "x", progress=False)  # type: ignore[list-item]
+    assert not (root / "x").exists()
+
+
 def test_embed_writes_parquet_and_npy(data: dict[str, Path]) -> None:
     from pinrel.embed import embed_file
 

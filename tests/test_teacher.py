@@ -324,6 +324,18 @@ def test_ordinal_weight_trains_and_is_recorded(
         TeacherConfig(model="x", ordinal_weight=float("nan"))
 
 
+def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
+    from pinrel.cli import build_parser
+    from pinrel.commands.teacher import resolve
+
+    argv = ["teacher", "train", "--train", "t.csv", "--model", "m", "--out", str(tmp_path), "--seed", "3"]
+    config, train, dev, out, _ = resolve(build_parser().parse_args(argv))
+    assert (config.seed, train, dev, out) == (3, "t.csv", None, str(tmp_path))
+    assert resolve(build_parser().parse_args(argv[:-2]))[0].seed == 0  # the config's default
+    with pytest.raises(TeacherError, match="seed"):
+        resolve(build_parser().parse_args([*argv[:-1], "-1"]))
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

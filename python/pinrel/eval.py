@@ -454,8 +454,17 @@ def _write_plots(
 # the entry point
 
 
-def _resolve_model(model: Predictor | str | os.PathLike[str]) -> tuple[Predictor | str, str, int | None]:
+def _resolve_model(model: Any) -> tuple[Predictor | str, str, int | None]:
     """(predictor or baseline name, description, grades if the model knows them)."""
+    if isinstance(model, (list, tuple)) and len(model) == 1:
+        model = model[0]
+    if isinstance(model, (list, tuple)) and model:
+        named = [m for m in model if _is_baseline_name(m)]
+        if named:
+            raise ValueError(f"model: a baseline ({named[0]!r}) cannot be a member of an ensemble")
+        predictor = load_predictor(model)  # checks every member before the descriptions read them
+        members = ", ".join(_describe_dir(m) for m in model)
+        return predictor, f"ensemble (mean probabilities) of {members}", int(predictor.grades)
     if _is_baseline_name(model):
         assert isinstance(model, str)
         return model, f"baseline `{model}`", None
@@ -472,7 +481,7 @@ def _resolve_model(model: Predictor | str | os.PathLike[str]) -> tuple[Predictor
 
 
 def evaluate(
-    model: Predictor | str | os.PathLike[str],
+    model: Predictor | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     data: pa.Table | str | os.PathLike[str],
     report_dir: str | os.PathLike[str],
     train: pa.Table | str | os.PathLike[str] | None = None,
@@ -487,9 +496,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score `data` with `model` and the baselines, write the report, and return metrics.json's content.
 
-    `model` is a Predictor, a model directory, or a baseline name ('bm25', 'hashed_lr') to report a
-    baseline alone. Baselines are fitted on `train` when given, else by `n_folds`-fold cross-fitting
-    grouped by query on `data` itself, so no query is ever scored by a baseline that saw it.
+    `model` is a Predictor, a model directory, a list of model directories (an `Ensemble`: the mean
+    of their probabilities), or a baseline name ('bm25', 'hashed_lr') to report a baseline alone.
+    Baselines are fitted on `train` when given, else by `n_folds`-fold cross-fitting grouped by query
+    on `data` itself, so no query is ever scored by a baseline that saw it.
     """
     names = baseline_names(baselines)
     if batch_size < 1:

@@ -29,7 +29,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ __all__ = [
     "read_labels",
     "shard_path",
     "teacher_identity",
+    "teachers_identity",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -69,6 +70,10 @@ _LOCK_NAME = ".lock"
 _FINGERPRINT_BYTES = 1 << 20
 # Assembly limits that never bind, to tell whether the real budget truncated a pair.
 _UNBOUNDED = 1_000_000
+
+
+# one teacher directory, or several whose probabilities are averaged
+Teachers = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
 class LabelError(ValueError):
@@ -111,6 +116,18 @@ def teacher_identity(teacher: str | os.PathLike[str]) -> dict[str, Any]:
     for w in weights:
         _hash_file_ends(h, w)
     return {"sha256": h.hexdigest(), "path": str(tdir.resolve()), "base_model": manifest.get("base_model")}
+
+
+def teachers_identity(teachers: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """`teacher_identity` of one teacher; of several (an ensemble whose probabilities are averaged), a
+    hash over the members' hashes, in any order: the mean does not depend on it."""
+    members = [teacher_identity(t) for t in teachers]
+    if len(members) == 1:
+        return members[0]
+    h = hashlib.sha256()
+    for digest in sorted(m["sha256"] for m in members):
+        h.update(digest.encode())
+    return {"sha256": h.hexdigest(), "path": ", ".join(m["path"] for m in members), "members": members}
 
 
 def pairs_fingerprint(pairs: str | os.PathLike[str], rows: int) -> dict[str, Any]:
@@ -233,13 +250,13 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 @dataclass
 class _Plan:
     pairs: Path
-    teacher: Path
+    teachers: list[Path]
     out: Path
     grades: int
     shard_size: int
     rows: int
     spec: dict[str, Any]
-    max_length: int | None
+    max_lengths: list[int | None]  # one per teacher
     manifest: dict[str, Any]
     pending: list[int]
 
@@ -264,18 +281,56 @@ def _check_backend(name: Any) -> None:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {name!r}")
 
 
-def _teacher_settings(teacher: Path, grades: int | None) -> tuple[dict[str, Any], int]:
-    manifest = read_manifest(teacher)
-    if manifest["kind"] != "teacher":
-        raise ModelDirError(f"teacher: {teacher} holds a {manifest['kind']!r} model, not a teacher")
-    k = int(manifest["grades"])
+def _teacher_paths(teacher: Any) -> list[Path]:
+    """One teacher directory, or several whose probabilities are averaged (an ensemble)."""
+    many = isinstance(teacher, (list, tuple))
+    paths = list(teacher) if many else [teacher]
+    if not paths:
+        raise ValueError("teacher: expected a teacher directory or a non-empty list of them, got []")
+    for t in paths:
+        if not isinstance(t, (str, os.PathLike)):
+            raise TypeError(f"teacher: expected a path, got {type(t).__name__}")
+    resolved: dict[Path, Path] = {}
+    for t in map(Path, paths):
+        if t.resolve() in resolved:
+            raise ValueError(f"teacher: {t} is given twice (as {resolved[t.resolve()]} before)")
+        resolved[t.resolve()] = t
+    return list(resolved.values())
+
+
+def _teacher_settings(
+    teachers: list[Path], grades: int | None
+) -> tuple[dict[str, Any], int, list[int | None]]:
+    """The first teacher's manifest, K and each teacher's max_length, after checking that the teachers
+    of an ensemble grade on one scale and assemble the same text (their probabilities are averaged)."""
+    manifests = []
+    for t in teachers:
+        m = read_manifest(t)
+        if m["kind"] != "teacher":
+            raise ModelDirError(f"teacher: {t} holds a {m['kind']!r} model, not a teacher")
+        manifests.append(m)
+    first, k = manifests[0], int(manifests[0]["grades"])
+    for t, m in zip(teachers[1:], manifests[1:], strict=True):
+        if int(m["grades"]) != k:
+            raise LabelError(f"teacher: {teachers[0]} grades 1..{k} but {t} grades 1..{m['grades']}")
+        if m.get("assembly_spec") != first.get("assembly_spec"):
+            raise LabelError(
+                f"teacher: {teachers[0]} and {t} assemble pair text differently (assembly_spec); "
+                "the teachers of an ensemble must read the same text"
+            )
     if grades is not None and _check_int(grades, "grades", 2) != k:
-        raise LabelError(f"--grades {grades} was asked for, but the teacher in {teacher} grades 1..{k}")
-    return manifest, k
+        raise LabelError(f"--grades {grades} was asked for, but the teacher in {teachers[0]} grades 1..{k}")
+    return first, k, [m.get("max_length") for m in manifests]
 
 
 def _wanted_manifest(
-    pairs: Path, rows: int, teacher: Path, tmanifest: dict[str, Any], grades: int, shard_size: int
+    pairs: Path,
+    rows: int,
+    teachers: list[Path],
+    tmanifest: dict[str, Any],
+    grades: int,
+    shard_size: int,
+    max_lengths: list[int | None],
 ) -> dict[str, Any]:
     from . import __version__
 
@@ -286,10 +341,11 @@ def _wanted_manifest(
         "shard_size": shard_size,
         "rows": rows,
         "shards": -(-rows // shard_size),
-        "teacher": teacher_identity(teacher),
+        "teacher": teachers_identity(teachers),
         "pairs": pairs_fingerprint(pairs, rows),
         "assembly_spec": tmanifest.get("assembly_spec") or AssemblySpec().to_dict(),
-        "max_length": tmanifest.get("max_length"),
+        # the longest any member reads: what a pair's text was labelled from, at most
+        "max_length": None if None in max_lengths else max(m for m in max_lengths if m is not None),
         "pinrel_version": __version__,
     }
 
@@ -385,14 +441,14 @@ def _locked(out: Path) -> Iterator[None]:
 
 def _plan(
     pairs: str | os.PathLike[str],
-    teacher: str | os.PathLike[str],
+    teacher: Teachers,
     out: str | os.PathLike[str],
     shard_size: int,
     grades: int | None,
 ) -> _Plan:
     shard_size = _check_int(shard_size, "shard_size")
-    tdir, pdir, odir = Path(teacher), Path(pairs), Path(out)
-    tmanifest, k = _teacher_settings(tdir, grades)
+    tdirs, pdir, odir = _teacher_paths(teacher), Path(pairs), Path(out)
+    tmanifest, k, max_lengths = _teacher_settings(tdirs, grades)
     if not pdir.is_file():
         raise FileNotFoundError(f"pairs: file not found: {pdir}")
     reader = _PairsReader(pdir, k)
@@ -400,9 +456,9 @@ def _plan(
         raise RecordsError(f"pairs: {pdir} has no rows")
     if odir.exists() and not odir.is_dir():
         raise LabelError(f"out: {odir} exists and is not a directory")
-    want = _wanted_manifest(pdir, reader.num_rows, tdir, tmanifest, k, shard_size)
+    want = _wanted_manifest(pdir, reader.num_rows, tdirs, tmanifest, k, shard_size, max_lengths)
     return _Plan(
-        pdir, tdir, odir, k, shard_size, reader.num_rows, want["assembly_spec"], want["max_length"], want, []
+        pdir, tdirs, odir, k, shard_size, reader.num_rows, want["assembly_spec"], max_lengths, want, []
     )
 
 
@@ -419,15 +475,17 @@ def _claimed(plan: _Plan) -> Iterator[_Plan]:
 # --------------------------------------------------------------------------------------- labeling
 
 
-def _backend_kwargs(
-    plan_max_length: int | None, max_tokens: int, extra: dict[str, Any] | None
-) -> dict[str, Any]:
-    # Both backends take these; the labeler draws one progress bar for the whole run.
-    kw: dict[str, Any] = {"max_tokens": max_tokens, "progress": False}
-    if plan_max_length:
-        kw["max_length"] = int(plan_max_length)
-    kw.update(extra or {})
-    return kw
+def _backend_kwargs(plan: _Plan, max_tokens: int, extra: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One backend's keyword arguments per teacher (each reads up to its own max_length)."""
+    out = []
+    for max_length in plan.max_lengths:
+        # Both backends take these; the labeler draws one progress bar for the whole run.
+        kw: dict[str, Any] = {"max_tokens": max_tokens, "progress": False}
+        if max_length:
+            kw["max_length"] = int(max_length)
+        kw.update(extra or {})
+        out.append(kw)
+    return out
 
 
 def _stats_of(backend: Any) -> dict[str, float]:
@@ -451,32 +509,48 @@ def _unbounded(spec: AssemblySpec) -> AssemblySpec:
 class ShardLabeler:
     """Labels and writes one shard at a time; the unit both the in-process and the Ray path run.
 
-    Built once per process (or Ray actor): it loads the backend and opens the pairs file.
+    Built once per process (or Ray actor): it loads the backend (one per teacher of an ensemble,
+    whose probabilities it averages) and opens the pairs file.
     """
 
     def __init__(
         self,
         pairs: str | os.PathLike[str],
         out: str | os.PathLike[str],
-        teacher: str,
+        teacher: str | Sequence[str],
         grades: int,
         shard_size: int,
         rows: int,
         spec: dict[str, Any],
         backend: str = "auto",
-        backend_kwargs: dict[str, Any] | None = None,
+        backend_kwargs: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
     ) -> None:
-        from .backends import get_backend
+        from .backends import get_backend, resolve_backend_name
 
         self.out = Path(out)
         self.grades, self.shard_size, self.rows = grades, shard_size, rows
         self.spec = AssemblySpec.from_dict(spec)
         self.full_spec = _unbounded(self.spec)
         self.reader = _PairsReader(pairs, grades)
-        self.backend = get_backend(backend, Path(teacher) / "model", **(backend_kwargs or {}))
-        got = getattr(self.backend, "grades", grades)
-        if got != grades:
-            raise LabelError(f"teacher: its model has {got} output grades but its pinrel.json says {grades}")
+        teachers = [teacher] if isinstance(teacher, (str, os.PathLike)) else list(teacher)
+        if backend_kwargs is None or isinstance(backend_kwargs, Mapping):
+            kwargs = [dict(backend_kwargs or {}) for _ in teachers]
+        else:
+            kwargs = list(backend_kwargs)
+        if len(kwargs) != len(teachers):
+            raise ValueError(f"backend_kwargs: {len(kwargs)} given for {len(teachers)} teachers")
+        if len(teachers) > 1 and resolve_backend_name(backend) == "vllm":
+            # every member's engine sits on the same device: split the default memory budget between them
+            kwargs = [{"memory_share": 1.0 / len(teachers), **kw} for kw in kwargs]
+        self.backends = []
+        for t, kw in zip(teachers, kwargs, strict=True):
+            engine = get_backend(backend, Path(t) / "model", **kw)
+            got = getattr(engine, "grades", grades)
+            if got != grades:
+                raise LabelError(
+                    f"teacher: the model in {t} has {got} output grades but the run grades 1..{grades}"
+                )
+            self.backends.append(engine)
         self.schema = labels_schema(grades)
 
     def label(self, records: pa.Table, first_pair_id: int) -> tuple[pa.Table, dict[str, int]]:
@@ -488,13 +562,17 @@ class ShardLabeler:
             "empty_items": sum(1 for t in items if not t),
             "truncated": sum(1 for a, b in zip(texts, full, strict=True) if len(a) < len(b)),
         }
-        probs = np.asarray(self.backend.predict_proba(texts), dtype=np.float32)
-        if probs.shape != (records.num_rows, self.grades):
-            raise LabelError(
-                f"backend returned probabilities of shape {probs.shape}, "
-                f"expected ({records.num_rows}, {self.grades})"
-            )
-        return self._table(records, probs, first_pair_id), counts
+        total = np.zeros((records.num_rows, self.grades), dtype=np.float64)
+        for engine in self.backends:
+            probs = np.asarray(engine.predict_proba(texts), dtype=np.float64)
+            if probs.shape != total.shape:
+                raise LabelError(
+                    f"backend returned probabilities of shape {probs.shape}, "
+                    f"expected ({records.num_rows}, {self.grades})"
+                )
+            total += probs
+        mean = (total / len(self.backends)).astype(np.float32)
+        return self._table(records, mean, first_pair_id), counts
 
     def _table(self, records: pa.Table, probs: np.ndarray, first_pair_id: int) -> pa.Table:
         n = records.num_rows
@@ -513,11 +591,11 @@ class ShardLabeler:
         start, stop = index * self.shard_size, min((index + 1) * self.shard_size, self.rows)
         if not 0 <= start < stop:
             raise ValueError(f"shard {index} is outside the {self.rows} pairs")
-        before = _stats_of(self.backend)
+        before = self._stats()
         t0 = time.perf_counter()
         table, counts = self.label(self.reader.read(start, stop), start)
         atomic_write_with(shard_path(self.out, index), lambda tmp: _write_parquet(table, tmp))
-        after = _stats_of(self.backend)
+        after = self._stats()
         result: dict[str, float] = {
             "shard": index,
             "pairs": stop - start,
@@ -527,6 +605,13 @@ class ShardLabeler:
         for key in ("tokens", "padded_tokens"):
             result[key] = after.get(key, 0.0) - before.get(key, 0.0)
         return result
+
+    def _stats(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for engine in self.backends:
+            for k, v in _stats_of(engine).items():
+                total[k] = total.get(k, 0.0) + v
+        return total
 
 
 @dataclass
@@ -625,7 +710,7 @@ def _tick(bar: Any, summary: LabelSummary, shard: dict[str, float], t0: float) -
 
 def label_pairs(
     pairs: str | os.PathLike[str],
-    teacher: str | os.PathLike[str],
+    teacher: Teachers,
     out: str | os.PathLike[str],
     *,
     backend: str = "auto",
@@ -636,6 +721,9 @@ def label_pairs(
     backend_kwargs: dict[str, Any] | None = None,
 ) -> LabelSummary:
     """Label every pair of `pairs` with `teacher` into shards under `out`, in this process.
+
+    `teacher` is a teacher directory, or a list of them: an ensemble, whose members must share K and
+    the assembly spec, and whose soft labels are the mean of the members' probabilities.
 
     Resumes where a previous run into `out` stopped; refuses an `out` made from another teacher,
     pairs file, grade scale or shard size. `backend` is 'auto' (vLLM on a GPU when installed, else
@@ -651,13 +739,13 @@ def label_pairs(
             labeler = ShardLabeler(
                 plan.pairs,
                 plan.out,
-                str(plan.teacher),
+                [str(t) for t in plan.teachers],
                 plan.grades,
                 plan.shard_size,
                 plan.rows,
                 plan.spec,
                 backend,
-                _backend_kwargs(plan.max_length, max_tokens, backend_kwargs),
+                _backend_kwargs(plan, max_tokens, backend_kwargs),
             )
             with _bar(plan, progress) as bar:
                 t_run = time.perf_counter()
@@ -699,7 +787,7 @@ class LabelActor:
 
 def label_pairs_ray(
     pairs: str | os.PathLike[str],
-    teacher: str | os.PathLike[str],
+    teacher: Teachers,
     out: str | os.PathLike[str],
     *,
     actors: int = 1,
@@ -735,13 +823,13 @@ def label_pairs_ray(
             ctor = {
                 "pairs": str(plan.pairs.resolve()),
                 "out": str(plan.out.resolve()),
-                "teacher": str(plan.teacher.resolve()),
+                "teacher": [str(t.resolve()) for t in plan.teachers],
                 "grades": plan.grades,
                 "shard_size": plan.shard_size,
                 "rows": plan.rows,
                 "spec": plan.spec,
                 "backend": backend,
-                "backend_kwargs": _backend_kwargs(plan.max_length, max_tokens, backend_kwargs),
+                "backend_kwargs": _backend_kwargs(plan, max_tokens, backend_kwargs),
             }
             _run_ray(plan, summary, ctor, actors, gpus_per_actor, cpus_per_actor, progress, address)
     return _finish(summary, t0, progress)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,6 +24,39 @@ class Predictor(Protocol):
     def grades(self) -> int: ...
 
     def predict_proba(self, records: Any) -> np.ndarray: ...
+
+
+class Ensemble:
+    """Several models scoring as one: the mean of their grade probabilities (e.g. teachers fine-tuned with
+    different seeds, whose errors partly cancel)."""
+
+    def __init__(self, members: Sequence[Predictor]) -> None:
+        if isinstance(members, (str, bytes)) or not isinstance(members, Sequence) or not members:
+            raise ValueError(f"members: expected a non-empty list of models, got {members!r}")
+        for i, m in enumerate(members):
+            if not isinstance(m, Predictor):
+                raise TypeError(f"members[{i}]: expected a Predictor, got {type(m).__name__}")
+        grades = {int(m.grades) for m in members}
+        if len(grades) > 1:
+            raise ValueError(f"members: the models grade on different scales (K = {sorted(grades)})")
+        self.members = list(members)
+        self._grades = grades.pop()
+
+    @property
+    def grades(self) -> int:
+        return self._grades
+
+    def predict_proba(self, records: Any) -> np.ndarray:
+        total = None
+        for m in self.members:
+            p = np.asarray(m.predict_proba(records), dtype=np.float64)
+            if total is not None and p.shape != total.shape:
+                raise ValueError(
+                    f"members: {type(m).__name__} returned shape {p.shape}, the others {total.shape}"
+                )
+            total = p if total is None else total + p
+        assert total is not None
+        return total / len(self.members)
 
 
 class ModelDirError(ValueError):
@@ -58,8 +92,29 @@ def write_manifest(path: str | os.PathLike[str], manifest: dict[str, Any]) -> No
     )
 
 
-def load_predictor(path: str | os.PathLike[str], **kwargs: Any) -> Predictor:
-    """Load any pinrel model directory (teacher or student) as a `Predictor`."""
+def load_predictor(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **kwargs: Any
+) -> Predictor:
+    """Load any pinrel model directory (teacher or student) as a `Predictor`; several directories load
+    as one `Ensemble`."""
+    if isinstance(path, (str, os.PathLike)):
+        return _load_dir(path, **kwargs)
+    if not isinstance(path, (list, tuple)) or not path:
+        raise ValueError(f"model: expected a model directory or a non-empty list of them, got {path!r}")
+    seen: dict[Path, str] = {}
+    for p in path:
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"model: expected a path, got {type(p).__name__}")
+        key = Path(p).resolve()
+        if key in seen:
+            raise ValueError(f"model: {p} is given twice (as {seen[key]} before)")
+        seen[key] = str(p)
+    if len(path) == 1:
+        return _load_dir(path[0], **kwargs)
+    return Ensemble([_load_dir(p, **kwargs) for p in path])
+
+
+def _load_dir(path: str | os.PathLike[str], **kwargs: Any) -> Predictor:
     manifest = read_manifest(path)
     kind = manifest["kind"]
     if kind == "teacher":

@@ -121,7 +121,9 @@ class VLLMBackend:
     The HFBackend knobs the labeler passes keep their meaning: `max_length` is the truncation length (a
     teacher's `pinrel.json` supplies it; it also caps `max_model_len`), `max_tokens` is the per-step token
     budget (`max_num_batched_tokens`), `max_batch_size` is vLLM's `max_num_seqs`, and `progress` shows vLLM's
-    own tqdm bar. Everything in `llm_kwargs` goes to `vllm.LLM` unchanged and wins over these defaults.
+    own tqdm bar. `memory_share` scales the default memory budget, for engines that share one device (the
+    teachers of an ensemble). Everything in `llm_kwargs` goes to `vllm.LLM` unchanged and wins over these
+    defaults.
     """
 
     def __init__(
@@ -138,8 +140,11 @@ class VLLMBackend:
         max_batch_size: int | None = None,
         progress: bool = True,
         device: str | None = None,
+        memory_share: float = 1.0,
         **llm_kwargs: Any,
     ) -> None:
+        if not (isinstance(memory_share, (int, float)) and 0.0 < memory_share <= 1.0):
+            raise ValueError(f"memory_share: expected a number in (0, 1], got {memory_share!r}")
         self.model_dir, self.manifest = resolve_model_dir(model_dir)
         config = _read_config(self.model_dir)
         import_vllm()
@@ -174,7 +179,7 @@ class VLLMBackend:
             "dtype": _resolve_dtype(dtype, on_cpu),
             "gpu_memory_utilization": gpu_memory_utilization
             if gpu_memory_utilization is not None
-            else (CPU_MEMORY_UTILIZATION if on_cpu else GPU_MEMORY_UTILIZATION),
+            else memory_share * (CPU_MEMORY_UTILIZATION if on_cpu else GPU_MEMORY_UTILIZATION),
             "enforce_eager": on_cpu if enforce_eager is None else enforce_eager,
         }
         if max_model_len is not None:

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--model",
         required=True,
-        help="a model directory (teacher or student), or 'bm25' / 'hashed_lr' to evaluate a baseline alone",
+        action="append",
+        help="a model directory (teacher or student), or 'bm25' / 'hashed_lr' to evaluate a baseline alone; "
+        "repeat it to evaluate an ensemble (the mean of the models' probabilities)",
     )
     p.add_argument(
         "--data", required=True, help="labelled records to evaluate on (Parquet, CSV, TSV or JSONL)"
@@ -56,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..records import parse_mapping
 
     results: dict[str, Any] = evaluate(
-        args.model,
+        args.model[0] if len(args.model) == 1 else args.model,
         args.data,
         args.report,
         train=args.train,

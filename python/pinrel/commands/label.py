@@ -17,7 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--pairs", required=True, help="pairs to label (records Parquet; CSV/JSONL in-process only)"
     )
-    p.add_argument("--teacher", required=True, help="teacher directory (pinrel.json + model/)")
+    p.add_argument(
+        "--teacher",
+        required=True,
+        action="append",
+        help="teacher directory (pinrel.json + model/); repeat it for an ensemble, whose soft labels "
+        "are the mean of the teachers' probabilities",
+    )
     p.add_argument("--out", required=True, help="output directory of shards")
     p.add_argument(
         "--backend",
@@ -41,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..label import label_pairs, label_pairs_ray
 
     extra = {"device": args.device} if args.device else None
+    teacher = args.teacher[0] if len(args.teacher) == 1 else args.teacher
     common = dict(
         backend=args.backend,
         shard_size=args.shard_size,
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         summary = label_pairs_ray(
             args.pairs,
-            args.teacher,
+            teacher,
             args.out,
             actors=args.actors,
             gpus_per_actor=args.gpus_per_actor,
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             **common,
         )  # type: ignore[arg-type]
     else:
-        summary = label_pairs(args.pairs, args.teacher, args.out, **common)  # type: ignore[arg-type]
+        summary = label_pairs(args.pairs, teacher, args.out, **common)  # type: ignore[arg-type]
     for warning in summary.warnings:
         print(f"pinrel label: warning: {warning}", file=sys.stderr)
     return 0

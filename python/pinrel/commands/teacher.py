@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="weight of a squared-error term on the expected grade beside cross-entropy (default 0)",
     )
+    t.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the head's initialisation, dropout and batch order (default 0); teachers of other "
+        "seeds make an ensemble (`pinrel label --teacher A --teacher B`)",
+    )
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)
@@ -76,6 +82,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "progress": False if args.no_progress else None,
         "keep_best": args.keep_best,
         "ordinal_weight": args.ordinal_weight,
+        "seed": args.seed,
     }
 
 
