@@ -11,7 +11,7 @@ predictions of all folds are pooled, so every metric covers all 261 queries and 
 teacher-minus-baseline differences in accuracy and nDCG@10 get a paired bootstrap over queries.
 
     python benches/crowdflower_folds.py [--out bench-out/crowdflower-folds] [--folds 5] [--seed 0]
-        [--teacher-epochs 2] [--teacher-lr 1e-4] [--max-length 128] [--bootstrap 10000]
+        [--teacher-epochs 2] [--teacher-lr 1e-4] [--max-length 128] [--teacher-seeds 1] [--bootstrap 10000]
 
 About 12 minutes per fold on 2 idle CPUs (the teacher's 2 epochs). max_length 128 cuts 30% of
 CrowdFlower's assembled pairs short (their descriptions' tails; the report counts them) while the

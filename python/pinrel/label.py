@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
 from .io import atomic_write_with
-from .predictor import ModelDirError, read_manifest
+from .predictor import ModelDirError, model_dirs, read_manifest
 from .records import GRADES_KEY, SCHEMA, RecordsError, make_records, num_grades, read_records
 
 __all__ = [
@@ -281,23 +281,6 @@ def _check_backend(name: Any) -> None:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {name!r}")
 
 
-def _teacher_paths(teacher: Any) -> list[Path]:
-    """One teacher directory, or several whose probabilities are averaged (an ensemble)."""
-    many = isinstance(teacher, (list, tuple))
-    paths = list(teacher) if many else [teacher]
-    if not paths:
-        raise ValueError("teacher: expected a teacher directory or a non-empty list of them, got []")
-    for t in paths:
-        if not isinstance(t, (str, os.PathLike)):
-            raise TypeError(f"teacher: expected a path, got {type(t).__name__}")
-    resolved: dict[Path, Path] = {}
-    for t in map(Path, paths):
-        if t.resolve() in resolved:
-            raise ValueError(f"teacher: {t} is given twice (as {resolved[t.resolve()]} before)")
-        resolved[t.resolve()] = t
-    return list(resolved.values())
-
-
 def _teacher_settings(
     teachers: list[Path], grades: int | None
 ) -> tuple[dict[str, Any], int, list[int | None]]:
@@ -447,7 +430,7 @@ def _plan(
     grades: int | None,
 ) -> _Plan:
     shard_size = _check_int(shard_size, "shard_size")
-    tdirs, pdir, odir = _teacher_paths(teacher), Path(pairs), Path(out)
+    tdirs, pdir, odir = model_dirs(teacher, "teacher"), Path(pairs), Path(out)
     tmanifest, k, max_lengths = _teacher_settings(tdirs, grades)
     if not pdir.is_file():
         raise FileNotFoundError(f"pairs: file not found: {pdir}")

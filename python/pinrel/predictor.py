@@ -92,26 +92,32 @@ def write_manifest(path: str | os.PathLike[str], manifest: dict[str, Any]) -> No
     )
 
 
+def model_dirs(value: Any, what: str) -> list[Path]:
+    """One model directory, or a non-empty list of distinct ones (the members of an ensemble)."""
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{what}: expected a model directory or a non-empty list of them, got {value!r}")
+    seen: dict[Path, Path] = {}
+    for v in value:
+        if not isinstance(v, (str, os.PathLike)):
+            raise TypeError(f"{what}: expected a path, got {type(v).__name__}")
+        key = Path(v).resolve()
+        if key in seen:
+            raise ValueError(f"{what}: {v} is given twice (as {seen[key]} before)")
+        seen[key] = Path(v)
+    return list(seen.values())
+
+
 def load_predictor(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **kwargs: Any
 ) -> Predictor:
     """Load any pinrel model directory (teacher or student) as a `Predictor`; several directories load
     as one `Ensemble`."""
-    if isinstance(path, (str, os.PathLike)):
-        return _load_dir(path, **kwargs)
-    if not isinstance(path, (list, tuple)) or not path:
-        raise ValueError(f"model: expected a model directory or a non-empty list of them, got {path!r}")
-    seen: dict[Path, str] = {}
-    for p in path:
-        if not isinstance(p, (str, os.PathLike)):
-            raise TypeError(f"model: expected a path, got {type(p).__name__}")
-        key = Path(p).resolve()
-        if key in seen:
-            raise ValueError(f"model: {p} is given twice (as {seen[key]} before)")
-        seen[key] = str(p)
-    if len(path) == 1:
-        return _load_dir(path[0], **kwargs)
-    return Ensemble([_load_dir(p, **kwargs) for p in path])
+    dirs = model_dirs(path, "model")
+    if len(dirs) == 1:
+        return _load_dir(dirs[0], **kwargs)
+    return Ensemble([_load_dir(d, **kwargs) for d in dirs])
 
 
 def _load_dir(path: str | os.PathLike[str], **kwargs: Any) -> Predictor:
