@@ -297,16 +297,15 @@ def labels_done(out: Path) -> bool:
     return True
 
 
-def label_stage(pairs: Path, teacher: Path, out: Path) -> dict[str, Any]:
+def label_stage(pairs: Path, teachers: list[Path], out: Path, summary_file: Path) -> dict[str, Any]:
+    from pinrel.io import atomic_write_text
     from pinrel.label import label_pairs
 
+    teacher = teachers[0] if len(teachers) == 1 else teachers  # several: soft labels = mean probabilities
     summary = label_pairs(pairs, teacher, out, backend="hf", shard_size=1024, grades=GRADES, progress=True)
-    from pinrel.io import atomic_write_text
-
     info = summary.to_dict()
     info["pairs_per_second"] = summary.pairs_per_second
-
-    atomic_write_text(out.parent / "label_summary.json", json.dumps(info, indent=2, default=str) + "\n")
+    atomic_write_text(summary_file, json.dumps(info, indent=2, default=str) + "\n")
     return info
 
 
@@ -338,11 +337,13 @@ def set_threads() -> None:
 
 
 def measure(
-    args: argparse.Namespace, teacher_dir: Path, student_dir: Path, heldout: Path, work: Path
+    args: argparse.Namespace, teacher_dirs: list[Path], student_dir: Path, heldout: Path, work: Path
 ) -> dict:
-    """Pairs/s of teacher and student on the held-out pairs, interleaved, medians of 3; keeps the probs."""
+    """Pairs/s of teacher and student on the held-out pairs, interleaved, medians of 3; keeps the probs.
+    The teacher of several seeds is all of them (the mean of their probabilities), timed as one."""
     import torch
 
+    from pinrel.predictor import Ensemble
     from pinrel.records import read_records
     from pinrel.student import Scorer
     from pinrel.teacher import load_teacher
@@ -350,7 +351,8 @@ def measure(
     set_threads()
     table = read_records(heldout, grades=GRADES)
     n = table.num_rows
-    teacher = load_teacher(teacher_dir, backend="hf", device="cpu", progress=False)
+    members = [load_teacher(t, backend="hf", device="cpu", progress=False) for t in teacher_dirs]
+    teacher = members[0] if len(members) == 1 else Ensemble(members)
     student = Scorer.load(student_dir)
     warm = table.slice(0, 64)
     teacher.predict_proba(warm)
@@ -387,7 +389,7 @@ def measure(
         "teacher_reps": t_rates,
         "student_reps": s_rates,
         "student_passes_per_rep": s_passes,
-        "teacher_max_length": int(teacher.manifest["max_length"]),
+        "teacher_max_length": int(members[0].manifest["max_length"]),
     }
 
 
@@ -470,6 +472,13 @@ def report(args: argparse.Namespace, out: Path, ev: dict, speed: dict, extra: di
         if args.max_length == 96
         else ""
     )
+    seeds = teacher_seeds(args)
+    ensemble_note = (
+        f"Trained {len(seeds)} times, with seeds {', '.join(map(str, seeds))}; the teacher is the mean of "
+        "their probabilities (in labeling and in every measure below). "
+        if len(seeds) > 1
+        else ""
+    )
     dev_note = (
         f"dev = {args.teacher_dev_share:.0%} of the train queries (dev accuracy {t_dev:.3f}). "
         if args.teacher_dev_share > 0
@@ -480,7 +489,7 @@ def report(args: argparse.Namespace, out: Path, ev: dict, speed: dict, extra: di
         f"Teacher: {args.model or 'all-MiniLM-L6-v2'}, full fine-tuning, {args.teacher_epochs} epoch(s), "
         f"max_length {args.max_length}, batch 16, lr {extra['teacher'].get('lr')}, on Ray Train "
         f"(1 worker x {THREADS} CPUs; {per_epoch:.0f} s/epoch here), {dev_note}"
-        f"{sizing}"
+        f"{ensemble_note}{sizing}"
         f"Pseudo-labels: {pairs['pairs']} pairs ({pairs['labelled_train_pairs']} labelled train pairs + "
         f"{pairs['unlabeled_pairs_kept']} unlabeled from BM25 top-{args.k} + {args.negatives} random per "
         f"train query over the {extra['catalog_items']} catalog items) labelled by the teacher (hf backend). "
@@ -527,12 +536,27 @@ def report(args: argparse.Namespace, out: Path, ev: dict, speed: dict, extra: di
         "labeling": extra.get("labeling"),
         "caption": caption,
     }
-    atomic_write_text(out / "results.md", md)
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write_text(out / f"results{run_tag(args)}.md", md)
+    atomic_write_text(out / f"results{run_tag(args)}.json", json.dumps(result, indent=2, default=str) + "\n")
     return md, result
 
 
 # ----------------------------------------------------------------------------------------------- main
+
+
+def teacher_seeds(args: argparse.Namespace) -> list[int]:
+    return [args.seed + i for i in range(args.teacher_seeds)]
+
+
+def run_tag(args: argparse.Namespace) -> str:
+    """Suffix of everything downstream of the teachers, so runs with 1 and N teachers share one --out
+    (split, candidates and the first teacher) without mixing their labels, students or reports."""
+    return "" if args.teacher_seeds == 1 else f"-{args.teacher_seeds}seeds"
+
+
+def teacher_dirs(args: argparse.Namespace, out: Path) -> list[Path]:
+    # the first seed's teacher keeps the plain name, so a one-teacher run's teacher is reused
+    return [out / ("teacher" if s == args.seed else f"teacher-seed{s}") for s in teacher_seeds(args)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -559,18 +583,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--distill-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--teacher-seeds",
+        type=int,
+        default=1,
+        help="teachers trained with seeds --seed, --seed+1, ...; the teacher is their mean probabilities",
+    )
+    ap.add_argument(
         "--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2; smoke tests)"
     )
     args = ap.parse_args(argv)
+    if not 1 <= args.teacher_seeds <= 10:
+        ap.error(f"--teacher-seeds: expected 1..10, got {args.teacher_seeds}")
     if not 0 <= args.teacher_dev_share <= 0.5:
         ap.error(f"--teacher-dev-share: expected a number in [0, 0.5], got {args.teacher_dev_share}")
 
     out = Path(args.out)
-    data, work = out / "data", out / "work"
+    tag = run_tag(args)
+    data, work, reports = out / "data", out / f"work{tag}", out / f"reports{tag}"
     data.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    teacher_dir, labels_dir, student_dir = out / "teacher", out / "labels", out / "student"
+    teachers = teacher_dirs(args, out)
+    teacher_dir, labels_dir, student_dir = teachers[0], out / f"labels{tag}", out / f"student{tag}"
     pairs_path, pairs_stats = out / "pairs.parquet", out / "pairs_stats.json"
+    label_summary = out / f"label_summary{tag}.json"
     set_threads()
     log(f"out: {out}")
 
@@ -581,13 +616,18 @@ def main(argv: list[str] | None = None) -> int:
         lambda: paths_of(data),
     )
     try:
-        t_manifest = stage(
-            "teacher",
-            lambda: teacher_done(teacher_dir, args),
-            lambda: train_teacher_stage(args, d, teacher_dir),
-            lambda: read_json(teacher_dir / "pinrel.json"),
-        )
-        log(f"teacher dev metrics: {t_manifest.get('metrics')}, history: {t_manifest.get('history')}")
+        for seed, tdir in zip(teacher_seeds(args), teachers, strict=True):
+            targs = argparse.Namespace(**{**vars(args), "seed": seed})
+            t_manifest = stage(
+                "teacher" if tdir == teacher_dir else f"teacher (seed {seed})",
+                lambda tdir=tdir, targs=targs: teacher_done(tdir, targs),
+                lambda tdir=tdir, targs=targs: train_teacher_stage(targs, d, tdir),
+                lambda tdir=tdir: read_json(tdir / "pinrel.json"),
+            )
+            log(
+                f"teacher {tdir.name}: dev metrics {t_manifest.get('metrics')}, "
+                f"history {t_manifest.get('history')}"
+            )
         stage(
             "candidates",
             lambda: pairs_path.is_file() and pairs_stats.is_file(),
@@ -597,8 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         label_info = stage(
             "label",
             lambda: labels_done(labels_dir),
-            lambda: label_stage(pairs_path, teacher_dir, labels_dir),
-            lambda: read_json(out / "label_summary.json") if (out / "label_summary.json").is_file() else {},
+            lambda: label_stage(pairs_path, teachers, labels_dir, label_summary),
+            lambda: read_json(label_summary) if label_summary.is_file() else {},
         )
         s_manifest = stage(
             "distill",
@@ -611,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     s_manifest = read_json(student_dir / "pinrel.json")
     log(f"student dev metrics: {s_manifest.get('metrics')}")
 
-    speed_file = out / "speed.json"
+    speed_file = out / f"speed{tag}.json"
     speed = stage(
         "speed",
         lambda: (
@@ -619,14 +659,14 @@ def main(argv: list[str] | None = None) -> int:
             and (work / "teacher_probs.npy").is_file()
             and (work / "student_probs.npy").is_file()
         ),
-        lambda: _save(speed_file, measure(args, teacher_dir, student_dir, d["heldout"], work)),
+        lambda: _save(speed_file, measure(args, teachers, student_dir, d["heldout"], work)),
         lambda: read_json(speed_file),
     )
     ev = stage(
         "evaluate",
-        lambda: all((out / "reports" / n / "metrics.json").is_file() for n in ("teacher", "student")),
-        lambda: evaluate_stage(d, work, out / "reports"),
-        lambda: {n: read_json(out / "reports" / n / "metrics.json") for n in ("teacher", "student")},
+        lambda: all((reports / n / "metrics.json").is_file() for n in ("teacher", "student")),
+        lambda: evaluate_stage(d, work, reports),
+        lambda: {n: read_json(reports / n / "metrics.json") for n in ("teacher", "student")},
     )
     heldout = pq.read_metadata(d["heldout"]).num_rows
     train = pq.read_metadata(d["train"]).num_rows
@@ -647,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     md, _ = report(args, out, ev, speed, extra)
     print("\n" + md, flush=True)
-    log(f"results in {out}/results.md and results.json")
+    log(f"results in {out}/results{tag}.md and results{tag}.json")
     return 0
 
 
