@@ -81,18 +81,8 @@ def write_folds(args: argparse.Namespace, out: Path) -> list[Path]:
     return dirs
 
 
-def teacher_seeds(args: argparse.Namespace) -> list[int]:
-    """The fold's teachers' seeds: the split seed first (the one teacher of earlier runs), then the next."""
-    return [args.seed + i for i in range(args.teacher_seeds)]
-
-
-def teacher_dir(d: Path, args: argparse.Namespace, seed: int) -> Path:
-    # the split seed's teacher keeps the plain name, so runs with one teacher per fold stay resumable
-    return d / ("teacher" if seed == args.seed else f"teacher-seed{seed}")
-
-
 def probs_file(d: Path, args: argparse.Namespace, seed: int) -> Path:
-    return d / f"{teacher_dir(d, args, seed).name}_probs.npy"
+    return d / f"{cq.teacher_dir(d, args, seed).name}_probs.npy"
 
 
 def teacher_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
@@ -115,8 +105,8 @@ def run_fold(args: argparse.Namespace, d: Path) -> None:
 
     paths = {"teacher_train": d / "train.parquet"}
     heldout = read_records(d / "heldout.parquet", grades=GRADES)
-    for seed in teacher_seeds(args):
-        tdir, pfile = teacher_dir(d, args, seed), probs_file(d, args, seed)
+    for seed in cq.teacher_seeds(args):
+        tdir, pfile = cq.teacher_dir(d, args, seed), probs_file(d, args, seed)
         if not cq.teacher_done(tdir, teacher_args(args, seed)):
             cq.ensure_ray()
             # refuses a finished teacher of other settings
@@ -134,10 +124,12 @@ def run_fold(args: argparse.Namespace, d: Path) -> None:
 
 
 def fold_done(args: argparse.Namespace, d: Path) -> bool:
-    return all(
-        cq.teacher_done(teacher_dir(d, args, s), teacher_args(args, s)) and probs_file(d, args, s).is_file()
-        for s in teacher_seeds(args)
-    ) and all((d / f"{m}_probs.npy").is_file() for m in MODELS if m != "teacher")
+    teachers_done = all(
+        cq.teacher_done(cq.teacher_dir(d, args, s), teacher_args(args, s))
+        and probs_file(d, args, s).is_file()
+        for s in cq.teacher_seeds(args)
+    )
+    return teachers_done and all((d / f"{m}_probs.npy").is_file() for m in MODELS if m != "teacher")
 
 
 def load_probs(path: Path) -> np.ndarray:
@@ -147,7 +139,7 @@ def load_probs(path: Path) -> np.ndarray:
 
 def teacher_probs(d: Path, args: argparse.Namespace) -> tuple[np.ndarray, list[np.ndarray]]:
     """The fold's teacher probabilities (the mean over its seeds' teachers) and each seed's own."""
-    singles = [load_probs(probs_file(d, args, s)) for s in teacher_seeds(args)]
+    singles = [load_probs(probs_file(d, args, s)) for s in cq.teacher_seeds(args)]
     return np.mean(singles, axis=0), singles
 
 
@@ -196,7 +188,7 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     from pinrel.records import read_records
 
     labels, groups, probs = [], [], {m: [] for m in MODELS}
-    singles: list[list[np.ndarray]] = [[] for _ in teacher_seeds(args)]
+    singles: list[list[np.ndarray]] = [[] for _ in cq.teacher_seeds(args)]
     per_fold: list[dict[str, Any]] = []
     for d in dirs:
         heldout = read_records(d / "heldout.parquet", grades=GRADES)
@@ -220,7 +212,7 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     y, q = np.concatenate(labels), np.concatenate(groups)
     p_all = {m: np.concatenate(probs[m]) for m in MODELS}
     overall = {m: metrics.compute_all(p_all[m], y, q) for m in MODELS}
-    seeds = teacher_seeds(args)
+    seeds = cq.teacher_seeds(args)
     single_teachers = {
         str(s): metrics.compute_all(np.concatenate(ps), y, q) for s, ps in zip(seeds, singles, strict=True)
     }
@@ -265,7 +257,7 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
     from pinrel.io import atomic_write_text
 
     ov = res["overall"]
-    seeds = teacher_seeds(args)
+    seeds = cq.teacher_seeds(args)
     teacher = "teacher" if len(seeds) == 1 else f"teacher (mean of {len(seeds)} seeds)"
     names = {"teacher": teacher, "bm25": "BM25", "hashed_lr": "hashed LR"}
     bars = {
@@ -379,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cq.stop_ray()
     manifests = [
-        cq.read_json(teacher_dir(d, args, s) / "pinrel.json") for d in dirs for s in teacher_seeds(args)
+        cq.read_json(cq.teacher_dir(d, args, s) / "pinrel.json") for d in dirs for s in cq.teacher_seeds(args)
     ]
     md = report(args, out, pooled(dirs, args), manifests)
     print(md)

@@ -551,18 +551,19 @@ def report(args: argparse.Namespace, out: Path, ev: dict, speed: dict, extra: di
 
 
 def teacher_seeds(args: argparse.Namespace) -> list[int]:
+    """The teachers' seeds: the split seed first (the one teacher of earlier runs), then the next."""
     return [args.seed + i for i in range(args.teacher_seeds)]
+
+
+def teacher_dir(out: Path, args: argparse.Namespace, seed: int) -> Path:
+    # the split seed's teacher keeps the plain name, so a one-teacher run's teacher is reused
+    return out / ("teacher" if seed == args.seed else f"teacher-seed{seed}")
 
 
 def run_tag(args: argparse.Namespace) -> str:
     """Suffix of everything downstream of the teachers, so runs with 1 and N teachers share one --out
     (split, candidates and the first teacher) without mixing their labels, students or reports."""
     return "" if args.teacher_seeds == 1 else f"-{args.teacher_seeds}seeds"
-
-
-def teacher_dirs(args: argparse.Namespace, out: Path) -> list[Path]:
-    # the first seed's teacher keeps the plain name, so a one-teacher run's teacher is reused
-    return [out / ("teacher" if s == args.seed else f"teacher-seed{s}") for s in teacher_seeds(args)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -608,8 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     data, work, reports = out / "data", out / f"work{tag}", out / f"reports{tag}"
     data.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    teachers = teacher_dirs(args, out)
-    teacher_dir, labels_dir, student_dir = teachers[0], out / f"labels{tag}", out / f"student{tag}"
+    teachers = [teacher_dir(out, args, s) for s in teacher_seeds(args)]
+    first_teacher, labels_dir, student_dir = teachers[0], out / f"labels{tag}", out / f"student{tag}"
     pairs_path, pairs_stats = out / "pairs.parquet", out / "pairs_stats.json"
     label_summary = out / f"label_summary{tag}.json"
     set_threads()
@@ -625,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed, tdir in zip(teacher_seeds(args), teachers, strict=True):
             targs = argparse.Namespace(**{**vars(args), "seed": seed})
             t_manifest = stage(
-                "teacher" if tdir == teacher_dir else f"teacher (seed {seed})",
+                "teacher" if tdir == first_teacher else f"teacher (seed {seed})",
                 lambda tdir=tdir, targs=targs: teacher_done(tdir, targs),
                 lambda tdir=tdir, targs=targs: train_teacher_stage(targs, d, tdir),
                 lambda tdir=tdir: read_json(tdir / "pinrel.json"),
@@ -681,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in ("train", "heldout", "teacher_train", "teacher_dev")
     }
     extra = {
-        "teacher": read_json(teacher_dir / "pinrel.json"),
+        "teacher": read_json(first_teacher / "pinrel.json"),
         "student": s_manifest,
         "pairs": read_json(pairs_stats),
         "labeling": label_info,
