@@ -342,6 +342,38 @@ def test_ensemble_on_ray_writes_the_same_shards(
     np.testing.assert_allclose(_probs(read_labels(out)), want, atol=1e-6)
 
 
+def test_the_ray_job_entrypoint_takes_a_list_of_teachers_from_its_yaml(
+    data: dict[str, Path], ensemble: dict[str, Path], ray_session: object
+) -> None:
+    import importlib.util
+
+    import yaml
+
+    entry = Path(__file__).resolve().parent.parent / "train" / "label.py"
+    spec = importlib.util.spec_from_file_location("train_label_entry", entry)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = ensemble["root"] / "labels-ab-job"
+    config = ensemble["root"] / "label.yaml"
+    settings = {
+        "pairs": str(ensemble["pairs"]),
+        "teacher": [str(data["teacher"]), str(ensemble["second"])],
+        "out": str(out),
+        "backend": "hf",
+        "actors": 1,
+        "gpus_per_actor": 0,
+        "shard_size": SHARD,
+    }
+    config.write_text(yaml.safe_dump(settings))
+    assert module.main(["--config", str(config)]) == 0
+    want = (_probs(read_labels(ensemble["a"])) + _probs(read_labels(ensemble["b"]))) / 2
+    np.testing.assert_allclose(_probs(read_labels(out)), want, atol=1e-6)
+    config.write_text(yaml.safe_dump({**settings, "teachers": settings["teacher"]}))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['teachers'\]"):
+        module.main(["--config", str(config)])
+
+
 def test_an_ensemble_refuses_teachers_that_do_not_fit_together(
     data: dict[str, Path], ensemble: dict[str, Path]
 ) -> None:
