@@ -307,8 +307,8 @@ def label_stage(pairs: Path, teachers: list[Path], out: Path, summary_file: Path
     from pinrel.io import atomic_write_text
     from pinrel.label import label_pairs
 
-    teacher = teachers[0] if len(teachers) == 1 else teachers  # several: soft labels = mean probabilities
-    summary = label_pairs(pairs, teacher, out, backend="hf", shard_size=1024, grades=GRADES, progress=True)
+    # several teachers: the soft labels are the mean of their probabilities
+    summary = label_pairs(pairs, teachers, out, backend="hf", shard_size=1024, grades=GRADES, progress=True)
     info = summary.to_dict()
     info["pairs_per_second"] = summary.pairs_per_second
     atomic_write_text(summary_file, json.dumps(info, indent=2, default=str) + "\n")

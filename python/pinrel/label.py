@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
 from .io import atomic_write_with
-from .predictor import ModelDirError, model_dirs, read_manifest
+from .predictor import ModelDirError, mean_probs, model_dirs, read_manifest
 from .records import GRADES_KEY, SCHEMA, RecordsError, make_records, num_grades, read_records
 
 __all__ = [
@@ -545,17 +545,13 @@ class ShardLabeler:
             "empty_items": sum(1 for t in items if not t),
             "truncated": sum(1 for a, b in zip(texts, full, strict=True) if len(a) < len(b)),
         }
-        total = np.zeros((records.num_rows, self.grades), dtype=np.float64)
-        for engine in self.backends:
-            probs = np.asarray(engine.predict_proba(texts), dtype=np.float64)
-            if probs.shape != total.shape:
-                raise LabelError(
-                    f"backend returned probabilities of shape {probs.shape}, "
-                    f"expected ({records.num_rows}, {self.grades})"
-                )
-            total += probs
-        mean = (total / len(self.backends)).astype(np.float32)
-        return self._table(records, mean, first_pair_id), counts
+        probs = mean_probs(engine.predict_proba(texts) for engine in self.backends).astype(np.float32)
+        if probs.shape != (records.num_rows, self.grades):
+            raise LabelError(
+                f"backend returned probabilities of shape {probs.shape}, "
+                f"expected ({records.num_rows}, {self.grades})"
+            )
+        return self._table(records, probs, first_pair_id), counts
 
     def _table(self, records: pa.Table, probs: np.ndarray, first_pair_id: int) -> pa.Table:
         n = records.num_rows

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,6 +24,22 @@ class Predictor(Protocol):
     def grades(self) -> int: ...
 
     def predict_proba(self, records: Any) -> np.ndarray: ...
+
+
+def mean_probs(parts: Iterable[Any]) -> np.ndarray:
+    """The mean of several models' `[n, K]` probabilities for the same rows, in float64; an ensemble's
+    score, wherever its members' outputs meet (in-memory `Ensemble`, the labeler's backends)."""
+    total: np.ndarray | None = None
+    count = 0
+    for part in parts:
+        p = np.asarray(part, dtype=np.float64)
+        if total is not None and p.shape != total.shape:
+            raise ValueError(f"members: a model returned shape {p.shape}, the one before it {total.shape}")
+        total = p if total is None else total + p
+        count += 1
+    if total is None:
+        raise ValueError("members: no probabilities to average")
+    return total / count
 
 
 class Ensemble:
@@ -47,16 +63,7 @@ class Ensemble:
         return self._grades
 
     def predict_proba(self, records: Any) -> np.ndarray:
-        total = None
-        for m in self.members:
-            p = np.asarray(m.predict_proba(records), dtype=np.float64)
-            if total is not None and p.shape != total.shape:
-                raise ValueError(
-                    f"members: {type(m).__name__} returned shape {p.shape}, the others {total.shape}"
-                )
-            total = p if total is None else total + p
-        assert total is not None
-        return total / len(self.members)
+        return mean_probs(m.predict_proba(records) for m in self.members)
 
 
 class ModelDirError(ValueError):

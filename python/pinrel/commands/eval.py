@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..records import parse_mapping
 
     results: dict[str, Any] = evaluate(
-        args.model[0] if len(args.model) == 1 else args.model,
+        args.model,  # a list of one is that model; more make an ensemble
         args.data,
         args.report,
         train=args.train,

@@ -47,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from ..label import label_pairs, label_pairs_ray
 
     extra = {"device": args.device} if args.device else None
-    teacher = args.teacher[0] if len(args.teacher) == 1 else args.teacher
     common = dict(
         backend=args.backend,
         shard_size=args.shard_size,
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         summary = label_pairs_ray(
             args.pairs,
-            teacher,
+            args.teacher,
             args.out,
             actors=args.actors,
             gpus_per_actor=args.gpus_per_actor,
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             **common,
         )  # type: ignore[arg-type]
     else:
-        summary = label_pairs(args.pairs, teacher, args.out, **common)  # type: ignore[arg-type]
+        summary = label_pairs(args.pairs, args.teacher, args.out, **common)  # type: ignore[arg-type]
     for warning in summary.warnings:
         print(f"pinrel label: warning: {warning}", file=sys.stderr)
     return 0
