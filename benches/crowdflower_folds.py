@@ -95,6 +95,7 @@ def teacher_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
         teacher_dev_share=0.0,
         teacher_ordinal_weight=0.0,
         seed=seed,
+        gpu=args.gpu,
     )
 
 
@@ -114,7 +115,9 @@ def run_fold(args: argparse.Namespace, d: Path) -> None:
             # held-out probabilities on disk predate the teacher just trained
             pfile.unlink(missing_ok=True)
         if not pfile.is_file():
-            teacher = load_teacher(tdir, backend="hf", device="cpu", progress=False)
+            # fp32 on either device: the held-out probabilities are what the table reports
+            device = "cuda" if args.gpu else "cpu"
+            teacher = load_teacher(tdir, backend="hf", device=device, dtype="float32", progress=False)
             save_npy(pfile, np.asarray(teacher.predict_proba(heldout), dtype=np.float32))
     train = read_records(d / "train.parquet", grades=GRADES)
     for name in ("bm25", "hashed_lr"):
@@ -283,7 +286,7 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
         + f"{args.teacher_epochs} epoch(s), max_length {args.max_length} (longer than that: "
         f"{res['over_max_length'] / res['pairs']:.1%} of the pairs, which it reads cut short), batch 16, "
         f"lr {args.teacher_lr}, on "
-        f"Ray Train (1 worker x 2 CPUs"
+        + ("Ray Train (1 worker x 1 GPU, bf16 autocast" if args.gpu else "Ray Train (1 worker x 2 CPUs")
         + (f"; {np.median(secs):.0f} s/epoch here" if secs else "")
         + "). Baselines fitted on the same train part.",
         "",
@@ -348,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--bootstrap", type=int, default=10000, help="query resamples for the paired bootstrap")
     ap.add_argument("--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2)")
+    cq.add_gpu_flag(ap)
     args = ap.parse_args(argv)
+    cq.check_gpu_flag(ap, args)
     if not 2 <= args.folds <= 20:
         ap.error(f"--folds: expected 2..20, got {args.folds}")
     if not 1 <= args.teacher_seeds <= 10:

@@ -212,6 +212,7 @@ def teacher_done(out: Path, args: argparse.Namespace) -> bool:
         and (args.teacher_lr is None or m.get("lr") == args.teacher_lr)
         and (m.get("dev_rows", 0) > 0) == (args.teacher_dev_share > 0)
         and m.get("config", {}).get("ordinal_weight", 0.0) == args.teacher_ordinal_weight
+        and m.get("config", {}).get("use_gpu", False) == args.gpu
     )
 
 
@@ -242,6 +243,9 @@ def train_teacher_stage(args: argparse.Namespace, d: dict[str, Path], out: Path)
         "seed": args.seed,
         "num_workers": 1,
         "cpus_per_worker": THREADS,
+        # On a GPU: one GPU for the one worker, under bf16 autocast (the weights stay fp32).
+        "use_gpu": args.gpu,
+        "bf16": args.gpu,
     }
     dev = d["teacher_dev"] if args.teacher_dev_share > 0 else None
     return train_teacher(d["teacher_train"], dev, config, out)
@@ -560,6 +564,20 @@ def teacher_dir(out: Path, args: argparse.Namespace, seed: int) -> Path:
     return out / ("teacher" if seed == args.seed else f"teacher-seed{seed}")
 
 
+def add_gpu_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--gpu", action="store_true", help="train the teachers on a GPU under bf16 autocast (use_gpu, bf16)"
+    )
+
+
+def check_gpu_flag(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error("--gpu: torch sees no CUDA device here")
+
+
 def run_tag(args: argparse.Namespace) -> str:
     """Suffix of everything downstream of the teachers, so runs with 1 and N teachers share one --out
     (split, candidates and the first teacher) without mixing their labels, students or reports."""
@@ -598,7 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2; smoke tests)"
     )
+    add_gpu_flag(ap)
     args = ap.parse_args(argv)
+    check_gpu_flag(ap, args)
     if not 1 <= args.teacher_seeds <= 10:
         ap.error(f"--teacher-seeds: expected 1..10, got {args.teacher_seeds}")
     if not 0 <= args.teacher_dev_share <= 0.5:

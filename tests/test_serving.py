@@ -126,6 +126,7 @@ def test_scores_ranks_and_describes_the_model(base_url: str, students: tuple[Pat
     assert ScoreResponse.model_validate(raw).model_dump() == raw
     info = client.model()
     assert info["grades"] == 5 and info["hash"] == model_fingerprint(students[0])
+    assert info["device"] == "cpu"  # no GPU asked for (and none on a CPU machine)
     with urllib.request.urlopen(base_url + "/docs", timeout=10) as resp:
         assert resp.status == 200
     # The route reads its body itself for speed; the docs must still show the request schema.

@@ -108,14 +108,37 @@ def configure_threads(cpus: float) -> None:
     torch.set_num_threads(1)
 
 
+def replica_device() -> str:
+    """`cuda:0` when Ray gave this replica a GPU (`ray_actor_options.num_gpus`), else `cpu`.
+
+    Asked of Ray rather than of torch: a replica without a GPU of its own may still see the node's
+    GPUs, and must not take memory on a card another replica was given.
+    """
+    import ray
+
+    try:
+        gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+    except Exception:  # outside a Ray worker (a plain Python test): no GPU was assigned
+        gpus = []
+    if not gpus:
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"Ray assigned GPU(s) {gpus} to this replica, but torch sees no CUDA device")
+    # Ray narrows CUDA_VISIBLE_DEVICES to the assigned GPUs, so the first visible one is ours.
+    return "cuda:0"
+
+
 class LoadedModel:
     """A scorer plus what /v1/model reports about it; replaced as a whole on hot swap."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, device: str = "cpu") -> None:
         from .student import Scorer
 
         self.path = str(path)
-        self.scorer = Scorer.load(path)
+        self.device = device
+        self.scorer = Scorer.load(path, device=device)
         self.grades = int(self.scorer.grades)
         self.manifest = dict(getattr(self.scorer, "manifest", {}) or {})
         self.fingerprint = model_fingerprint(path)
@@ -235,6 +258,7 @@ class RelevanceService:
         import ray
 
         configure_threads(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
+        self._device = replica_device()
         self._lock = threading.Lock()
         self._model: LoadedModel | None = None
         self._load_error: str | None = None
@@ -258,7 +282,7 @@ class RelevanceService:
         if path and path != current:
             try:
                 # Load completely before swapping: requests keep hitting the old model meanwhile.
-                new_model = LoadedModel(path)
+                new_model = LoadedModel(path, self._device)
             except Exception as e:
                 self._load_error = f"could not load {path!r}: {e}"
                 if self._model is None:
@@ -336,6 +360,7 @@ class RelevanceService:
             "path": model.path,
             "hash": model.fingerprint,
             "grades": model.grades,
+            "device": model.device,
             "version": model.manifest.get("version"),
             "pinrel_version": __version__,
             "loaded_at": model.loaded_at,
