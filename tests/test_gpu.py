@@ -178,9 +178,7 @@ def test_student_distils_on_a_gpu_worker_and_scores_on_either_device(
     np.testing.assert_allclose(on_dev, on_cpu, atol=1e-5)
 
 
-def test_a_serve_replica_given_a_gpu_scores_on_it(
-    cluster: None, student: tuple[Path, dict[str, Any]]
-) -> None:
+def test_a_serve_replica_given_a_gpu_scores_on_it(cluster: None, tmp_path: Path) -> None:
     from ray import serve
 
     from pinrel import Client
@@ -188,21 +186,20 @@ def test_a_serve_replica_given_a_gpu_scores_on_it(
     from pinrel.serving import RelevanceService
     from pinrel.student import Scorer
 
-    from .serving_helpers import ITEMS
+    from .serving_helpers import ITEMS, make_student
 
-    out, _ = student
+    model = make_student(tmp_path / "student", seed=1)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         app = RelevanceService.options(  # type: ignore[attr-defined]
             ray_actor_options={"num_cpus": 1, "num_gpus": 1 if GPU else 0}
-        ).bind(model_path=str(out))
+        ).bind(model_path=str(model))
         serve.run(app, name="pinrel", route_prefix="/")
         client = Client(f"http://127.0.0.1:{port}")
-        info = client.model()
-        assert info["device"] == ("cuda:0" if GPU else "cpu")
+        assert client.model()["device"] == ("cuda:0" if GPU else "cpu")
         results = client.score("red mug", ITEMS)
-        expected = Scorer.load(out).score("red mug", ITEMS)
+        expected = Scorer.load(model, device="cpu").score("red mug", ITEMS)
         by_index = {r["index"]: r["score"] for r in results}
         np.testing.assert_allclose([by_index[i] for i in range(len(ITEMS))], expected.scores, atol=1e-4)
     finally:
