@@ -1,6 +1,6 @@
 """The GPU paths, end to end on a real CUDA device: teacher training on Ray Train with `use_gpu` and
-bf16 autocast (LoRA Llama and fully fine-tuned BERT), labeling on a GPU (in process and in a Ray actor
-given a GPU), distillation with one GPU worker, and a Serve replica given a GPU.
+bf16 autocast (LoRA Llama and fully fine-tuned BERT), inference and embeddings on a GPU, labeling in
+a Ray actor given a GPU, distillation with one GPU worker, and a Serve replica given a GPU.
 
 Skipped where torch sees no CUDA device (CI's machines have none). `PINREL_GPU_TESTS_ON_CPU=1` runs
 the same steps with the GPU switched off, to debug this file on a CPU-only machine before spending
@@ -99,6 +99,23 @@ def test_teacher_trains_on_the_gpu_in_bf16(which: str, request: pytest.FixtureRe
     p_auto = load_teacher(out, device=DEVICE, progress=False).predict_proba(rows)
     assert float(np.abs(p_auto - p_cpu).max()) < 0.05
     assert float((p_auto.argmax(1) == p_cpu.argmax(1)).mean()) >= 0.95
+
+
+def test_embeddings_on_the_gpu_match_the_cpu(
+    bert_teacher: tuple[Path, dict[str, Any]], data: dict[str, Any]
+) -> None:
+    from pinrel.embed import embed_file
+
+    teacher, _ = bert_teacher
+    texts = data["root"] / "train.parquet"
+    cpu, gpu = data["root"] / "emb-cpu.npy", data["root"] / "emb-gpu.npy"
+    embed_file(teacher, texts, cpu, column="query", device="cpu", progress=False)
+    embed_file(teacher, texts, gpu, column="query", device=DEVICE, progress=False)
+    a, b = np.load(cpu), np.load(gpu)
+    assert a.shape == b.shape == (600, 64) and np.isfinite(b).all()
+    # bf16 on the GPU: the same directions, to bf16's three significant digits.
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert float(cos.min()) > 0.99
 
 
 @pytest.fixture(scope="module")

@@ -175,14 +175,15 @@ def test_bert_merged_model_matches_load_teacher(
 ) -> None:
     out, _ = bert_run
     dev: pa.Table = data["dev"].slice(0, 24)
-    teacher = load_teacher(out, progress=False, max_tokens=256, max_batch_size=8)
+    # The CPU in fp32, as the reference runs: on a GPU the default is bf16 (tests/test_gpu.py covers it).
+    teacher = load_teacher(out, device="cpu", progress=False, max_tokens=256, max_batch_size=8)
     probs = teacher.predict_proba(dev)
     assert probs.shape == (24, 5) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     reference = plain_transformers_proba(out / "model", teacher.pair_texts(dev), max_length=48)
     np.testing.assert_allclose(probs, reference, atol=1e-5)
     # The same records as a list of dicts, and through the generic loader.
-    as_dicts = load_predictor(out, progress=False).predict_proba(dev.to_pylist())
+    as_dicts = load_predictor(out, device="cpu", progress=False).predict_proba(dev.to_pylist())
     np.testing.assert_allclose(as_dicts, probs, atol=1e-5)
     assert teacher.embed_texts(["red mug", "blue lamp"]).shape == (2, 64)
 
@@ -272,7 +273,7 @@ def test_llama_lora_export_matches_plain_transformers(
     assert torch.equal(base["model.layers.0.mlp.up_proj.weight"], tuned["model.layers.0.mlp.up_proj.weight"])
 
     dev = data["dev"].slice(0, 16)
-    teacher = load_teacher(out, progress=False)
+    teacher = load_teacher(out, device="cpu", progress=False)  # the reference's device and dtype
     probs = teacher.predict_proba(dev)
     np.testing.assert_allclose(
         probs, plain_transformers_proba(out / "model", teacher.pair_texts(dev), 48), atol=1e-5
