@@ -23,7 +23,11 @@ nDCG@10 0.815 vs 0.820).
 directory of a one-teacher run, so such a run resumes and only adds the others) and scores the mean
 of their probabilities, as `pinrel label --teacher A --teacher B` labels; the report adds each seed's
 own pooled metrics. With 2 seeds here: pooled accuracy 0.626 and nDCG@10 0.826 (one teacher: 0.621
-and 0.820 for seed 0, 0.619 and 0.822 for seed 1; hashed LR 0.618 and 0.813).
+and 0.820 for seed 0, 0.619 and 0.822 for seed 1; hashed LR 0.618 and 0.813). With 3: 0.625 and
+0.826 (seed 2 alone: 0.614 and 0.817).
+
+`--gpu` trains the teachers on a GPU (`use_gpu`, bf16 autocast) and scores the held-out pairs there
+in fp32. A GPU teacher is not taken for a CPU one on resume.
 
 Every fold writes its split, the teachers and the held-out probabilities of all three models under
 `--out/foldN/` and is skipped when they are complete, so a re-run goes on where it stopped (the

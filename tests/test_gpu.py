@@ -21,12 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import pinrel
-from pinrel.records import write_records
 from pinrel.teacher import load_teacher, train_teacher
 from pinrel.testing import tiny_bert, tiny_llama
 
-from .test_teacher import config, synthetic
+from .test_distill import TINY
+from .test_teacher import config, synthetic_files
 
 ON_CPU = os.environ.get("PINREL_GPU_TESTS_ON_CPU") == "1"
 GPU = torch.cuda.is_available() and not ON_CPU
@@ -57,12 +56,7 @@ def cluster() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("gpu")
-    train, dev = synthetic(600, seed=0), synthetic(120, seed=1)
-    write_records(train, root / "train.parquet")
-    write_records(dev, root / "dev.parquet")
-    texts = pinrel.assemble_pairs(train.column("query").to_pylist(), train)
-    return {"root": root, "train": train, "dev": dev, "texts": texts}
+    return synthetic_files(tmp_path_factory.mktemp("gpu"), 600, 120)
 
 
 @pytest.fixture(scope="module")
@@ -168,17 +162,7 @@ def student(gpu_labels: dict[str, Path], data: dict[str, Any]) -> tuple[Path, di
     from pinrel.distill import distill
 
     out = data["root"] / "student"
-    cfg = {
-        "workers": 1,
-        "gpu": GPU,
-        "epochs": 4,
-        "batch_size": 64,
-        "lr": 0.01,
-        "dev": 0.2,
-        "hasher": {"n_features": 2**14},
-        "student": {"embed_dim": 16, "hidden": [64, 32], "dropout": 0.0},
-    }
-    return out, distill(gpu_labels["gpu"], out, cfg)
+    return out, distill(gpu_labels["gpu"], out, {**TINY, "workers": 1, "gpu": GPU, "epochs": 4})
 
 
 def test_student_distils_on_a_gpu_worker_and_scores_on_either_device(

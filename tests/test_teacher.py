@@ -83,10 +83,9 @@ def ray_cluster() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("teacher-data")
-    train, dev = synthetic(300, seed=0), synthetic(90, seed=1)
+def synthetic_files(root: Path, n_train: int, n_dev: int) -> dict[str, Any]:
+    """Train and dev records (tables and Parquet files under `root`) and the train pairs' texts."""
+    train, dev = synthetic(n_train, seed=0), synthetic(n_dev, seed=1)
     write_records(train, root / "train.parquet")
     write_records(dev, root / "dev.parquet")
     texts = pinrel.assemble_pairs(train.column("query").to_pylist(), train)
@@ -98,6 +97,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "dev_path": root / "dev.parquet",
         "texts": texts,
     }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return synthetic_files(tmp_path_factory.mktemp("teacher-data"), 300, 90)
 
 
 @pytest.fixture(scope="module")

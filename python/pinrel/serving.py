@@ -111,8 +111,9 @@ def configure_threads(cpus: float) -> None:
 def replica_device() -> str:
     """`cuda:0` when Ray gave this replica a GPU (`ray_actor_options.num_gpus`), else `cpu`.
 
-    Asked of Ray rather than of torch: a replica without a GPU of its own may still see the node's
-    GPUs, and must not take memory on a card another replica was given.
+    Asked of Ray rather than of torch: Ray normally hides the GPUs a worker was not given, but with
+    RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES set a replica without a GPU of its own sees the node's,
+    and must not take memory on a card another replica was given.
     """
     import ray
 
