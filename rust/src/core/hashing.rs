@@ -1493,22 +1493,29 @@ mod tests {
             assert_eq!(got, expected);
             // Hand the result back with stale contents, as a dropped matrix would be.
             let (mut indices, mut data) = (got.indices, got.data);
-            let ptr = indices.as_ptr();
+            let (ptr, cap) = (indices.as_ptr(), indices.capacity());
             indices.iter_mut().for_each(|i| *i = -7);
             data.iter_mut().for_each(|d| *d = f32::NAN);
             spare.indices.give(indices);
             spare.values.give(data);
             let again = single.install(|| transform_reusing(texts, &cfg, &spare));
             assert_eq!(again, expected);
-            written_in_place += usize::from(again.indices.as_ptr() == ptr);
+            // A buffer that had to grow was reallocated, and whether that moved it is the
+            // allocator's choice; one that did not grow must be the very buffer handed back.
+            if again.indices.capacity() == cap {
+                assert_eq!(again.indices.as_ptr(), ptr, "a recycled buffer with room was not used");
+                written_in_place += 1;
+            }
             spare.indices.give(again.indices);
             spare.values.give(again.data);
         }
-        // An exact-size buffer from the parallel path grows (and may move) when one thread first
-        // writes into it with its usual headroom; after that, every result lands in place.
+        // The first big and the first mid call find no kept buffer that fits (the big one is over
+        // four times what a mid call needs), so they get exact-size buffers from the parallel path,
+        // which grow when one thread writes into them with its usual headroom; from the second big
+        // call on, every result lands in place.
         assert!(
-            written_in_place >= 4,
-            "results written into the recycled buffers: {written_in_place} of 5"
+            written_in_place >= 3,
+            "results written into the recycled buffers without growing: {written_in_place} of 5"
         );
     }
 
