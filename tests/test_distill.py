@@ -166,8 +166,9 @@ def _table(labels: Path) -> pa.Table:
 
 
 def _checkpoint_of_epoch(out: Path, epoch: int) -> Path:
+    # Ray keeps its checkpoint_manager_snapshot.json beside the checkpoint_* folders.
     for d in (out / "_ray" / "distill").glob("checkpoint_*"):
-        if json.loads((d / "state.json").read_text())["epoch"] == epoch:
+        if d.is_dir() and json.loads((d / "state.json").read_text())["epoch"] == epoch:
             return d
     raise AssertionError(f"no checkpoint of epoch {epoch} kept in {out}")
 
