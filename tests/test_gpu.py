@@ -25,6 +25,7 @@ from pinrel.teacher import load_teacher, train_teacher
 from pinrel.testing import tiny_bert, tiny_llama
 
 from .test_distill import TINY
+from .test_label import _probs
 from .test_teacher import config, synthetic_files
 
 ON_CPU = os.environ.get("PINREL_GPU_TESTS_ON_CPU") == "1"
@@ -38,10 +39,6 @@ pytestmark = [
         reason="needs a CUDA GPU (PINREL_GPU_TESTS_ON_CPU=1 dry-runs)",
     ),
 ]
-
-
-def _probs(table: Any) -> np.ndarray:
-    return np.asarray(table.column("probs").combine_chunks().flatten()).reshape(table.num_rows, -1)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +73,9 @@ def bert_teacher(cluster: None, data: dict[str, Any]) -> tuple[Path, dict[str, A
 
 
 @pytest.mark.parametrize("which", ["llama_teacher", "bert_teacher"])
-def test_teacher_trains_on_the_gpu_in_bf16(which: str, request: pytest.FixtureRequest) -> None:
+def test_teacher_trains_on_the_gpu_in_bf16(
+    which: str, data: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
     out, manifest = request.getfixturevalue(which)
     assert manifest["config"]["use_gpu"] is GPU and manifest["config"]["bf16"] is GPU
     # Chance (always one grade) is 1/3 on this balanced data; the dev loss must fall as it learns.
@@ -85,7 +84,7 @@ def test_teacher_trains_on_the_gpu_in_bf16(which: str, request: pytest.FixtureRe
     assert history[-1]["dev_loss"] < history[0]["dev_loss"], history
     # The export is an fp32 checkpoint any machine loads: CPU and GPU (fp32) agree to float error.
     cpu = load_teacher(out, device="cpu", dtype="float32", progress=False)
-    rows = request.getfixturevalue("data")["dev"].slice(0, 64)
+    rows = data["dev"].slice(0, 64)
     p_cpu = cpu.predict_proba(rows)
     p_gpu32 = load_teacher(out, device=DEVICE, dtype="float32", progress=False).predict_proba(rows)
     np.testing.assert_allclose(p_gpu32, p_cpu, atol=1e-4)

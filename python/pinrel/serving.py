@@ -117,10 +117,7 @@ def replica_device() -> str:
     """
     import ray
 
-    try:
-        gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
-    except Exception:  # outside a Ray worker (a plain Python test): no GPU was assigned
-        gpus = []
+    gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
     if not gpus:
         return "cpu"
     import torch
