@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -50,6 +51,7 @@ __all__ = [
     "scan_labels",
 ]
 
+_LOG = logging.getLogger(__name__)
 LABEL_MANIFEST = "manifest.json"
 RUN_NAME = "distill"  # fixed, so a second run with the same out_dir finds the first one's checkpoints
 STORAGE = "_ray"
@@ -775,8 +777,9 @@ def _train_loop(cfg: dict[str, Any]) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(_finite(metrics), checkpoint=ckpt)
         if rank == 0:
-            # One line per epoch in the driver's (and `ray job logs`) output.
-            print(f"pinrel distill: {json.dumps(_finite(metrics), sort_keys=True)}", flush=True)
+            # One line per epoch in the driver's (and `ray job logs`) output. A logger, not print: Ray
+            # Train patches print in its workers to write each line twice (stdout and its logger).
+            _LOG.info("pinrel distill: %s", json.dumps(_finite(metrics), sort_keys=True))
         _maybe_kill(cfg, epoch, rank)
 
 

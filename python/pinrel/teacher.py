@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -40,6 +41,7 @@ from .predictor import ModelDirError, read_manifest, write_manifest
 if TYPE_CHECKING:
     import torch
 
+_LOG = logging.getLogger(__name__)
 KIND = "teacher"
 RUN_NAME = "teacher"
 RAY_DIR = "_ray"
@@ -725,7 +727,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         optimizer.load_state_dict(progress.optimizer_state)
         scheduler.load_state_dict(progress.scheduler_state)
         if rank == 0:
-            print(f"pinrel teacher: resuming after epoch {progress.epoch} (step {progress.step})", flush=True)
+            _LOG.info("pinrel teacher: resuming after epoch %d (step %d)", progress.epoch, progress.step)
 
     labels = np.asarray(data["train_labels"], dtype=np.int64)
     dev_labels = np.asarray(data["dev_labels"], dtype=np.int64)
@@ -817,6 +819,11 @@ def _run_result(run_dir: Path) -> Any:
         return None
     from ray.train import Result
 
+    # Reading the run's record makes Ray log, at INFO, advice for someone about to start a new run in
+    # this folder ("delete the existing folder"): wrong here, where a finished run is being read.
+    quiet = logging.getLogger("ray.train.v2._internal.execution.checkpoint.checkpoint_manager")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
     try:
         # pyarrow reads a path without a scheme as a URI only when it is absolute.
         return Result.from_path(str(run_dir.resolve()))
@@ -824,6 +831,8 @@ def _run_result(run_dir: Path) -> Any:
         raise TeacherError(
             f"{run_dir}: cannot read the previous Ray Train run ({e}); pass resume=False"
         ) from e
+    finally:
+        quiet.setLevel(level)
 
 
 def _checkpoint_state(checkpoint: Any) -> dict[str, Any]:
