@@ -190,6 +190,16 @@ def test_ray_data_path_writes_the_same_shards(
     assert got.column("pair_id").equals(want.column("pair_id"))
     np.testing.assert_allclose(_probs(got), _probs(want), atol=1e-6)
     assert got.select(SCHEMA.names).equals(want.select(SCHEMA.names))
+    # This cluster has no GPU, so asking for none is no mistake to warn about.
+    assert not any("GPU" in w for w in summary.warnings)
+
+
+def test_idle_gpu_warning() -> None:
+    from pinrel.label import _idle_gpu_warning
+
+    assert "has 2 GPU(s) but gpus_per_actor is 0" in (_idle_gpu_warning(2.0, 0.0) or "")
+    assert _idle_gpu_warning(2.0, 0.5) is None
+    assert _idle_gpu_warning(0.0, 0.0) is None
 
 
 def _assert_refused(match: str, *args: object, **kw: object) -> None:

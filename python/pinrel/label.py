@@ -814,6 +814,20 @@ def label_pairs_ray(
     return _finish(summary, t0, progress)
 
 
+def _idle_gpu_warning(cluster_gpus: float, gpus_per_actor: float) -> str | None:
+    """The warning for actors asked for no GPU on a cluster that has some, else None.
+
+    Ray hides the GPUs from an actor that did not ask for one (CUDA_VISIBLE_DEVICES is empty), so the
+    backend quietly labels on the CPU, often 10-100x slower than the idle GPUs beside it.
+    """
+    if gpus_per_actor > 0 or cluster_gpus <= 0:
+        return None
+    return (
+        f"the Ray cluster has {cluster_gpus:g} GPU(s) but gpus_per_actor is 0 (CLI: --gpus-per-actor): "
+        "the actors label on the CPU"
+    )
+
+
 def _run_ray(
     plan: _Plan,
     summary: LabelSummary,
@@ -831,6 +845,10 @@ def _run_ray(
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
+        hint = _idle_gpu_warning(float(ray.cluster_resources().get("GPU", 0)), gpus)
+        if hint:
+            summary.warnings.append(hint)
+            warnings.warn(hint, stacklevel=3)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the labeler's own bar counts pairs, not Ray blocks
         shards = ray.data.from_items(
