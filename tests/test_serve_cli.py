@@ -95,6 +95,17 @@ def _port_closed(port: int, timeout: float = 60) -> bool:
     return False
 
 
+def test_every_way_to_deploy_can_fill_a_batch() -> None:
+    """A replica takes at most max_ongoing_requests at once, so a smaller cap than max_batch_size
+    silently shrinks every fused batch (Serve's own default is 5)."""
+    from pinrel.serving import DEFAULTS, RelevanceService
+
+    assert RelevanceService.max_ongoing_requests >= DEFAULTS["max_batch_size"]
+    for name in ("config.yaml", "config.gpu.yaml"):
+        deployment = yaml.safe_load((REPO / "serve" / name).read_text())["applications"][0]["deployments"][0]
+        assert deployment["max_ongoing_requests"] >= deployment["user_config"]["max_batch_size"], name
+
+
 def test_serve_run_config_file(tmp_path: Path) -> None:
     # Serve's default proxy ingress only: under RAY_SERVE_ENABLE_HA_PROXY=1, `serve run` stopped by
     # SIGTERM can leave its HAProxy process running (Ray 2.60; seen twice here, the port stayed

@@ -247,6 +247,9 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 @serve.deployment(
     name="RelevanceService",
     ray_actor_options={"num_cpus": 1},
+    # Serve's default (5) caps every fused batch at 5 requests, whatever max_batch_size says; the
+    # YAML configs set the same 64, this covers `pinrel serve` and the Python API.
+    max_ongoing_requests=64,
     health_check_period_s=5,
     health_check_timeout_s=30,
 )
