@@ -624,6 +624,11 @@ class LabelSummary:
     def padding_waste(self) -> float:
         return 1.0 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
 
+    def warn(self, msg: str) -> None:
+        """Keep `msg` with the summary and raise it as a warning at the caller of the labeling API."""
+        self.warnings.append(msg)
+        warnings.warn(msg, stacklevel=4)  # warn <- _finish/_run_ray <- label_pairs(_ray) <- caller
+
     def add(self, shard: dict[str, float]) -> None:
         self.shards_written += 1
         self.pairs_labeled += int(shard["pairs"])
@@ -655,8 +660,7 @@ def _finish(summary: LabelSummary, t0: float, progress: bool) -> LabelSummary:
     summary.wall_seconds = time.perf_counter() - t0
     if summary.empty_items:
         msg = f"{summary.empty_items} pairs have an item with no text; they were labeled from the query alone"
-        summary.warnings.append(msg)
-        warnings.warn(msg, stacklevel=3)
+        summary.warn(msg)
     if progress:
         print(f"pinrel label: {summary.line()}", file=sys.stderr, flush=True)
     return summary
@@ -847,8 +851,7 @@ def _run_ray(
     try:
         hint = _idle_gpu_warning(float(ray.cluster_resources().get("GPU", 0)), gpus)
         if hint:
-            summary.warnings.append(hint)
-            warnings.warn(hint, stacklevel=3)
+            summary.warn(hint)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the labeler's own bar counts pairs, not Ray blocks
         shards = ray.data.from_items(
