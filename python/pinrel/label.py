@@ -822,7 +822,7 @@ def _idle_gpu_warning(cluster_gpus: float, gpus_per_actor: float) -> str | None:
     """The warning for actors asked for no GPU on a cluster that has some, else None.
 
     Ray hides the GPUs from an actor that did not ask for one (CUDA_VISIBLE_DEVICES is empty), so the
-    backend quietly labels on the CPU, often 10-100x slower than the idle GPUs beside it.
+    backend quietly labels on the CPU while the GPUs beside it stay idle.
     """
     if gpus_per_actor > 0 or cluster_gpus <= 0:
         return None
