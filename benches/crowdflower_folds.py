@@ -12,6 +12,7 @@ teacher-minus-baseline differences in accuracy and nDCG@10 get a paired bootstra
 
     python benches/crowdflower_folds.py [--out bench-out/crowdflower-folds] [--folds 5] [--seed 0]
         [--teacher-epochs 2] [--teacher-lr 1e-4] [--max-length 128] [--teacher-seeds 1] [--bootstrap 10000]
+        [--teacher-pairwise-weight 0]
 
 About 12 minutes per fold on 2 idle CPUs (the teacher's 2 epochs). max_length 128 cuts 30% of
 CrowdFlower's assembled pairs short (their descriptions' tails; the report counts them) while the
@@ -98,6 +99,7 @@ def teacher_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
         max_length=args.max_length,
         teacher_dev_share=0.0,
         teacher_ordinal_weight=0.0,
+        teacher_pairwise_weight=args.teacher_pairwise_weight,
         seed=seed,
         gpu=args.gpu,
     )
@@ -289,7 +291,14 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
         )
         + f"{args.teacher_epochs} epoch(s), max_length {args.max_length} (longer than that: "
         f"{res['over_max_length'] / res['pairs']:.1%} of the pairs, which it reads cut short), batch 16, "
-        f"lr {args.teacher_lr}, on "
+        f"lr {args.teacher_lr}, "
+        + (
+            f"loss: cross-entropy + {args.teacher_pairwise_weight} x RankNet over pairs of one query "
+            "(one query per batch), "
+            if args.teacher_pairwise_weight > 0
+            else ""
+        )
+        + "on "
         + ("Ray Train (1 worker x 1 GPU, bf16 autocast" if args.gpu else "Ray Train (1 worker x 2 CPUs")
         + (f"; {np.median(secs):.0f} s/epoch here" if secs else "")
         + "). Baselines fitted on the same train part.",
@@ -355,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--bootstrap", type=int, default=10000, help="query resamples for the paired bootstrap")
     ap.add_argument("--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2)")
+    cq.add_pairwise_flag(ap)
     cq.add_gpu_flag(ap)
     args = ap.parse_args(argv)
     cq.check_gpu_flag(ap, args)

@@ -16,7 +16,8 @@ re-run after an interruption goes on where it stopped (the teacher and the stude
 last Ray Train checkpoint, labeling from its last shard).  Results: `results.md` and `results.json`.
 
     python benches/crowdflower_quality.py [--out bench-out/crowdflower] [--teacher-epochs 2]
-        [--teacher-lr 1e-4] [--teacher-dev-share 0.1] [--teacher-ordinal-weight 0] [--max-length 128]
+        [--teacher-lr 1e-4] [--teacher-dev-share 0.1] [--teacher-ordinal-weight 0]
+        [--teacher-pairwise-weight 0] [--max-length 128]
         [--k 30] [--negatives 5] [--distill-epochs 10] [--seed 0] [--teacher-seeds 1]
 
 `--teacher-seeds N` trains N teachers (seeds --seed, --seed+1, ...) and makes their mean probabilities
@@ -212,6 +213,7 @@ def teacher_done(out: Path, args: argparse.Namespace) -> bool:
         and (args.teacher_lr is None or m.get("lr") == args.teacher_lr)
         and (m.get("dev_rows", 0) > 0) == (args.teacher_dev_share > 0)
         and m.get("config", {}).get("ordinal_weight", 0.0) == args.teacher_ordinal_weight
+        and m.get("config", {}).get("pairwise_weight", 0.0) == args.teacher_pairwise_weight
         and m.get("config", {}).get("use_gpu", False) == args.gpu
     )
 
@@ -240,6 +242,7 @@ def train_teacher_stage(args: argparse.Namespace, d: dict[str, Path], out: Path)
         "batch_size": 16,
         "lr": args.teacher_lr,
         "ordinal_weight": args.teacher_ordinal_weight,
+        "pairwise_weight": args.teacher_pairwise_weight,
         "seed": args.seed,
         "num_workers": 1,
         "cpus_per_worker": THREADS,
@@ -564,6 +567,15 @@ def teacher_dir(out: Path, args: argparse.Namespace, seed: int) -> Path:
     return out / ("teacher" if seed == args.seed else f"teacher-seed{seed}")
 
 
+def add_pairwise_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--teacher-pairwise-weight",
+        type=float,
+        default=0.0,
+        help="weight of the teacher's RankNet term over pairs of one query (pairwise_weight)",
+    )
+
+
 def add_gpu_flag(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--gpu", action="store_true", help="train the teachers on a GPU under bf16 autocast (use_gpu, bf16)"
@@ -603,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="weight of the teacher's squared-error term on the expected grade (ordinal_weight)",
     )
+    add_pairwise_flag(ap)
     ap.add_argument("--k", type=int, default=30)
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--distill-epochs", type=int, default=10)

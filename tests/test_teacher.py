@@ -329,6 +329,70 @@ def test_ordinal_weight_trains_and_is_recorded(
         TeacherConfig(model="x", ordinal_weight=float("nan"))
 
 
+def test_pairwise_loss_orders_pairs_of_one_query_only() -> None:
+    from pinrel.teacher import training_loss
+
+    logits = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    y = torch.tensor([0, 2, 1])
+    ce = training_loss(logits, y)
+    expected = torch.softmax(logits, dim=-1) @ torch.tensor([1.0, 2.0, 3.0])
+    # one query: the pairs (1 over 0), (1 over 2), (2 over 0) by grade
+    ranknet = torch.nn.functional.softplus(
+        -torch.stack([expected[1] - expected[0], expected[1] - expected[2], expected[2] - expected[0]])
+    ).mean()
+    assert torch.allclose(training_loss(logits, y, pairwise_weight=2.0), ce + 2.0 * ranknet)
+    # rows 0 and 1 in one query, row 2 alone: only (1 over 0) counts
+    groups = torch.tensor([7, 7, 3])
+    one_pair = torch.nn.functional.softplus(-(expected[1] - expected[0]))
+    assert torch.allclose(training_loss(logits, y, pairwise_weight=1.0, groups=groups), ce + one_pair)
+    # nothing to order (equal grades, or every query alone): plain cross-entropy, not NaN
+    same = torch.tensor([1, 1, 1])
+    assert torch.allclose(training_loss(logits, same, pairwise_weight=1.0), training_loss(logits, same))
+    alone = torch.tensor([0, 1, 2])
+    assert torch.allclose(training_loss(logits, y, pairwise_weight=1.0, groups=alone), ce)
+    # the gradient raises the expected grade of the better item (row 1, ranked below row 0 now)
+    x = logits.clone().requires_grad_(True)
+    (training_loss(x, y, pairwise_weight=1.0, groups=groups) - training_loss(x, y)).backward()
+    assert x.grad is not None and x.grad[1, 2] < 0 and x.grad[0, 2] > 0
+
+
+def test_query_batches_hold_one_query_each_and_cover_every_pair() -> None:
+    from pinrel.teacher import epoch_batches, query_batches
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 30, size=500)
+    lengths = rng.integers(5, 200, size=500)
+    batches = query_batches(lengths, groups, 16, seed=1, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+    assert all(len(np.unique(groups[b])) == 1 and 1 <= len(b) <= 16 for b in batches)
+    # seeded by (seed, epoch): the same on every worker and on resume, another order next epoch
+    again = query_batches(lengths, groups, 16, seed=1, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    assert [b.tolist() for b in query_batches(lengths, groups, 16, 1, 1)] != [b.tolist() for b in batches]
+    # the plain batches mix queries, so they would leave the pairwise term almost nothing to compare
+    assert any(len(np.unique(groups[b])) > 1 for b in epoch_batches(lengths, 16, 1, 0))
+    with pytest.raises(ValueError, match="groups"):
+        query_batches(lengths, groups[:10], 16, 1, 0)
+
+
+def test_pairwise_weight_trains_and_is_recorded(
+    ray_cluster: None, tmp_path: Path, data: dict[str, Any], bert_model: Path
+) -> None:
+    out = tmp_path / "pairwise"
+    code = cli_main(
+        ["teacher", "train", "--train", str(data["train_path"]), "--dev", str(data["dev_path"]),
+         "--model", str(bert_model), "--out", str(out), "--epochs", "2", "--batch-size", "8",
+         "--max-length", "48", "--lr", "3e-3", "--pairwise-weight", "1", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    manifest = json.loads((out / "pinrel.json").read_text())
+    assert manifest["config"]["pairwise_weight"] == 1.0
+    assert manifest["metrics"]["accuracy"] > 0.5, manifest["history"]  # 3 balanced grades: chance is 1/3
+    for bad in (-1.0, float("nan"), 101.0, "heavy", True):
+        with pytest.raises(TeacherError, match="pairwise_weight"):
+            TeacherConfig(model="x", pairwise_weight=bad)
+
+
 def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
     from pinrel.cli import build_parser
     from pinrel.commands.teacher import resolve

@@ -104,6 +104,10 @@ class TeacherConfig:
     # Cross-entropy treats the grades as unordered classes; rankings sort by the expected grade, and
     # this term trains that score directly (0 = plain cross-entropy).
     ordinal_weight: float = 0.0
+    # Weight of a pairwise (RankNet) term on the expected grade over pairs of the same query. Ranking
+    # metrics (nDCG) compare items of one query only, which cross-entropy on absolute grades does not
+    # target. Above 0, every batch holds pairs of a single query so that it has such pairs to compare.
+    pairwise_weight: float = 0.0
     seed: int = 0
     num_workers: int = 1
     cpus_per_worker: int = 1
@@ -150,8 +154,10 @@ class TeacherConfig:
             raise TeacherError(f"lr: expected a positive number (or null for the default), got {self.lr!r}")
         if not _is_number(self.max_grad_norm) or self.max_grad_norm <= 0:
             raise TeacherError(f"max_grad_norm: expected a positive number, got {self.max_grad_norm!r}")
-        if not _is_number(self.ordinal_weight) or not 0 <= self.ordinal_weight <= 100:
-            raise TeacherError(f"ordinal_weight: expected a number in [0, 100], got {self.ordinal_weight!r}")
+        for name in ("ordinal_weight", "pairwise_weight"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value <= 100:
+                raise TeacherError(f"{name}: expected a number in [0, 100], got {value!r}")
         for name in ("use_gpu", "bf16", "load_in_4bit", "gradient_checkpointing", "progress", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise TeacherError(f"{name}: expected true or false, got {getattr(self, name)!r}")
@@ -169,7 +175,15 @@ class TeacherConfig:
 
     def _coerce_floats(self) -> None:
         # YAML 1.1 (PyYAML) reads `lr: 1e-4` as the string "1e-4"; accept what a reader would call a number.
-        for name in ("lr", "lora_dropout", "weight_decay", "warmup_ratio", "max_grad_norm", "ordinal_weight"):
+        for name in (
+            "lr",
+            "lora_dropout",
+            "weight_decay",
+            "warmup_ratio",
+            "max_grad_norm",
+            "ordinal_weight",
+            "pairwise_weight",
+        ):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -398,6 +412,12 @@ def pair_texts(table: pa.Table, spec: AssemblySpec) -> list[str]:
     return assemble_pairs(table.column("query").to_pylist(), table, spec)
 
 
+def query_groups(table: pa.Table) -> np.ndarray:
+    """One integer per row naming its query (by text: a ranking is over the items shown for a query)."""
+    _, inverse = np.unique(np.asarray(table.column("query").to_pylist(), dtype=object), return_inverse=True)
+    return inverse.astype(np.int64)
+
+
 def label_indices(table: pa.Table) -> np.ndarray:
     """Grades 1..K as class indices 0..K-1."""
     return table.column("label").to_numpy(zero_copy_only=False).astype(np.int64) - 1
@@ -541,6 +561,37 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
         ):
             batches.append(idx[b])
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def query_batches(
+    lengths: np.ndarray, groups: np.ndarray, batch_size: int, seed: int, epoch: int
+) -> list[np.ndarray]:
+    """Shuffled batches that each hold pairs of one query only (length-bucketed within the query), for
+    the pairwise loss; like `epoch_batches`, the same on every worker and on a resumed run."""
+    if len(groups) != len(lengths):
+        raise ValueError(f"groups: expected {len(lengths)} entries, one per pair, got {len(groups)}")
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    # a stable sort keeps each query's pairs in their shuffled order
+    order = order[np.argsort(groups[order], kind="stable")]
+    ends = np.flatnonzero(np.diff(groups[order])) + 1
+    batches: list[np.ndarray] = []
+    for idx in np.split(order, ends):
+        widest = int(lengths[idx].max())
+        for b in bucket_batches(
+            lengths[idx], max_tokens=batch_size * max(widest, 1), max_batch_size=batch_size
+        ):
+            batches.append(idx[b])
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def plan_batches(
+    lengths: np.ndarray, groups: np.ndarray, plan: Mapping[str, Any], epoch: int
+) -> list[np.ndarray]:
+    batch_size, seed = int(plan["batch_size"]), int(plan["seed"])
+    if float(plan["pairwise_weight"]) > 0:
+        return query_batches(lengths, groups, batch_size, seed, epoch)
+    return epoch_batches(lengths, batch_size, seed, epoch)
 
 
 def worker_batches(batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
@@ -714,12 +765,13 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
     train_ids = tokenize(tokenizer, data["train_texts"], int(plan["max_length"]))
     dev_ids = tokenize(tokenizer, data["dev_texts"], int(plan["max_length"]))
     lengths = np.array([len(x) for x in train_ids], dtype=np.int64)
-    batch_size, epochs, seed = int(plan["batch_size"]), int(plan["epochs"]), int(plan["seed"])
+    epochs = int(plan["epochs"])
 
     module = _load_for_training(plan, pad_id, device)
     progress = _restore(module)
     model = prepare_model(module, move_to_device=not plan["load_in_4bit"])
-    steps_per_epoch = len(worker_batches(epoch_batches(lengths, batch_size, seed, 0), rank, world))
+    groups = np.asarray(data["train_groups"], dtype=np.int64)
+    steps_per_epoch = len(worker_batches(plan_batches(lengths, groups, plan, 0), rank, world))
     if steps_per_epoch == 0:
         raise TeacherError(f"{len(train_ids)} training pairs make fewer batches than the {world} workers")
     optimizer, scheduler, params = _optimizer(module, plan, steps_per_epoch)
@@ -734,10 +786,22 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
     step, history = progress.step, progress.history
     for epoch in range(progress.epoch, epochs):
         t0 = time.perf_counter()
-        batches = worker_batches(epoch_batches(lengths, batch_size, seed, epoch), rank, world)
+        batches = worker_batches(plan_batches(lengths, groups, plan, epoch), rank, world)
         desc = f"epoch {epoch + 1}/{epochs}"
         loss = _train_epoch(
-            model, params, optimizer, scheduler, batches, train_ids, labels, plan, device, pad_id, rank, desc
+            model,
+            params,
+            optimizer,
+            scheduler,
+            batches,
+            train_ids,
+            labels,
+            groups,
+            plan,
+            device,
+            pad_id,
+            rank,
+            desc,
         )
         step += len(batches)
         metrics: dict[str, Any] = {
@@ -758,17 +822,35 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         _report(metrics, state, module, optimizer, scheduler, rank)
 
 
-def training_loss(logits: torch.Tensor, y: torch.Tensor, ordinal_weight: float = 0.0) -> torch.Tensor:
+def training_loss(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    ordinal_weight: float = 0.0,
+    pairwise_weight: float = 0.0,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean cross-entropy of the K-way logits against the 0-based grades `y`, plus `ordinal_weight`
-    times the mean squared error of the expected grade (`sum_k p_k * k`, grades 1..K)."""
+    times the mean squared error of the expected grade (`sum_k p_k * k`, grades 1..K), plus
+    `pairwise_weight` times the RankNet loss `log(1 + exp(s_j - s_i))` of the expected grades `s`, averaged
+    over the pairs (i, j) of the same query (`groups`; None: one query) where i has the higher grade."""
     import torch
 
     logits = logits.float()
     loss = torch.nn.functional.cross_entropy(logits, y)
+    if ordinal_weight == 0 and pairwise_weight == 0:
+        return loss
+    grades = torch.arange(1, logits.shape[-1] + 1, dtype=torch.float32, device=logits.device)
+    expected = torch.softmax(logits, dim=-1) @ grades
     if ordinal_weight > 0:
-        grades = torch.arange(1, logits.shape[-1] + 1, dtype=torch.float32, device=logits.device)
-        expected = torch.softmax(logits, dim=-1) @ grades
         loss = loss + ordinal_weight * torch.nn.functional.mse_loss(expected, (y + 1).float())
+    if pairwise_weight > 0:
+        ordered = y[:, None] > y[None, :]
+        if groups is not None:
+            ordered &= groups[:, None] == groups[None, :]
+        # a batch without two grades of one query has nothing to order: the term is 0, not NaN
+        if bool(ordered.any()):
+            margin = expected[:, None] - expected[None, :]
+            loss = loss + pairwise_weight * torch.nn.functional.softplus(-margin[ordered]).mean()
     return loss
 
 
@@ -780,6 +862,7 @@ def _train_epoch(
     batches: list[np.ndarray],
     ids: list[list[int]],
     labels: np.ndarray,
+    groups: np.ndarray,
     plan: Mapping[str, Any],
     device: Any,
     pad_id: int,
@@ -791,14 +874,15 @@ def _train_epoch(
 
     model.train()
     total, seen = 0.0, 0
-    ordinal = float(plan["ordinal_weight"])
+    ordinal, pairwise = float(plan["ordinal_weight"]), float(plan["pairwise_weight"])
     bar = tqdm(batches, desc=desc, unit="batch", disable=rank != 0 or not plan["progress"], mininterval=2.0)
     for idx in bar:
         x, mask = collate([ids[i] for i in idx], pad_id, device)
         y = torch.as_tensor(labels[idx], device=device)
         with _autocast(plan, device):
             logits = model(input_ids=x, attention_mask=mask).logits
-        loss = training_loss(logits, y, ordinal)
+        g = torch.as_tensor(groups[idx], device=device)
+        loss = training_loss(logits, y, ordinal, pairwise, g)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, float(plan["max_grad_norm"]))
@@ -1082,6 +1166,7 @@ def _run_training(
         data = {
             "train_texts": pair_texts(train, spec),
             "train_labels": label_indices(train),
+            "train_groups": query_groups(train),
             "dev_texts": pair_texts(dev, spec) if dev is not None else [],
             "dev_labels": label_indices(dev) if dev is not None else np.zeros(0, dtype=np.int64),
         }

@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="weight of a squared-error term on the expected grade beside cross-entropy (default 0)",
     )
     t.add_argument(
+        "--pairwise-weight",
+        type=float,
+        default=None,
+        help="weight of a pairwise (RankNet) term on the expected grade over pairs of the same query; "
+        "above 0, each batch holds one query's pairs (default 0)",
+    )
+    t.add_argument(
         "--seed",
         type=int,
         help="seed of the head's initialisation, dropout and batch order (default 0); teachers of other "
@@ -82,6 +89,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "progress": False if args.no_progress else None,
         "keep_best": args.keep_best,
         "ordinal_weight": args.ordinal_weight,
+        "pairwise_weight": args.pairwise_weight,
         "seed": args.seed,
     }
 
