@@ -310,25 +310,6 @@ def test_training_loss_adds_the_expected_grade_error() -> None:
     assert x.grad is not None and x.grad[1, 2] > 0
 
 
-def test_ordinal_weight_trains_and_is_recorded(
-    ray_cluster: None, tmp_path: Path, data: dict[str, Any], bert_model: Path
-) -> None:
-    out = tmp_path / "ordinal"
-    code = cli_main(
-        ["teacher", "train", "--train", str(data["train_path"]), "--dev", str(data["dev_path"]),
-         "--model", str(bert_model), "--out", str(out), "--epochs", "2", "--batch-size", "8",
-         "--max-length", "48", "--lr", "3e-3", "--ordinal-weight", "0.5", "--no-progress"]
-    )  # fmt: skip
-    assert code == 0
-    manifest = json.loads((out / "pinrel.json").read_text())
-    assert manifest["config"]["ordinal_weight"] == 0.5
-    assert manifest["metrics"]["accuracy"] > 0.5, manifest["history"]  # 3 balanced grades: chance is 1/3
-    with pytest.raises(TeacherError, match="ordinal_weight"):
-        TeacherConfig(model="x", ordinal_weight=-1.0)
-    with pytest.raises(TeacherError, match="ordinal_weight"):
-        TeacherConfig(model="x", ordinal_weight=float("nan"))
-
-
 def test_pairwise_loss_orders_pairs_of_one_query_only() -> None:
     from pinrel.teacher import training_loss
 
@@ -375,22 +356,32 @@ def test_query_batches_hold_one_query_each_and_cover_every_pair() -> None:
         query_batches(lengths, groups[:10], 16, 1, 0)
 
 
-def test_pairwise_weight_trains_and_is_recorded(
-    ray_cluster: None, tmp_path: Path, data: dict[str, Any], bert_model: Path
+@pytest.mark.parametrize(
+    ("flag", "key", "value"),
+    [("--ordinal-weight", "ordinal_weight", 0.5), ("--pairwise-weight", "pairwise_weight", 1.0)],
+)
+def test_loss_weight_trains_and_is_recorded(
+    ray_cluster: None,
+    tmp_path: Path,
+    data: dict[str, Any],
+    bert_model: Path,
+    flag: str,
+    key: str,
+    value: float,
 ) -> None:
-    out = tmp_path / "pairwise"
+    out = tmp_path / key
     code = cli_main(
         ["teacher", "train", "--train", str(data["train_path"]), "--dev", str(data["dev_path"]),
          "--model", str(bert_model), "--out", str(out), "--epochs", "2", "--batch-size", "8",
-         "--max-length", "48", "--lr", "3e-3", "--pairwise-weight", "1", "--no-progress"]
+         "--max-length", "48", "--lr", "3e-3", flag, str(value), "--no-progress"]
     )  # fmt: skip
     assert code == 0
     manifest = json.loads((out / "pinrel.json").read_text())
-    assert manifest["config"]["pairwise_weight"] == 1.0
+    assert manifest["config"][key] == value
     assert manifest["metrics"]["accuracy"] > 0.5, manifest["history"]  # 3 balanced grades: chance is 1/3
     for bad in (-1.0, float("nan"), 101.0, "heavy", True):
-        with pytest.raises(TeacherError, match="pairwise_weight"):
-            TeacherConfig(model="x", pairwise_weight=bad)
+        with pytest.raises(TeacherError, match=key):
+            TeacherConfig(model="x", **{key: bad})
 
 
 def test_cli_flags_reach_the_config(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -547,20 +547,27 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 # ---------------------------------------------------------------------------------------- the worker
 
 
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Shuffled, length-bucketed batches; the same on every worker and on a resumed run (seeded by epoch)."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    window = batch_size * BUCKET_WINDOW_BATCHES
+def _shuffled_buckets(
+    chunks: Iterable[np.ndarray], lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Length-bucketed batches within each chunk of indices, in a shuffled order."""
     batches: list[np.ndarray] = []
-    for start in range(0, len(order), window):
-        idx = order[start : start + window]
+    for idx in chunks:
         widest = int(lengths[idx].max())
         for b in bucket_batches(
             lengths[idx], max_tokens=batch_size * max(widest, 1), max_batch_size=batch_size
         ):
             batches.append(idx[b])
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Shuffled, length-bucketed batches; the same on every worker and on a resumed run (seeded by epoch)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = batch_size * BUCKET_WINDOW_BATCHES
+    chunks = (order[start : start + window] for start in range(0, len(order), window))
+    return _shuffled_buckets(chunks, lengths, batch_size, rng)
 
 
 def query_batches(
@@ -575,14 +582,7 @@ def query_batches(
     # a stable sort keeps each query's pairs in their shuffled order
     order = order[np.argsort(groups[order], kind="stable")]
     ends = np.flatnonzero(np.diff(groups[order])) + 1
-    batches: list[np.ndarray] = []
-    for idx in np.split(order, ends):
-        widest = int(lengths[idx].max())
-        for b in bucket_batches(
-            lengths[idx], max_tokens=batch_size * max(widest, 1), max_batch_size=batch_size
-        ):
-            batches.append(idx[b])
-    return [batches[i] for i in rng.permutation(len(batches))]
+    return _shuffled_buckets(np.split(order, ends), lengths, batch_size, rng)
 
 
 def plan_batches(
