@@ -354,6 +354,12 @@ def test_query_batches_hold_one_query_each_and_cover_every_pair() -> None:
     assert any(len(np.unique(groups[b])) > 1 for b in epoch_batches(lengths, 16, 1, 0))
     with pytest.raises(ValueError, match="groups"):
         query_batches(lengths, groups[:10], 16, 1, 0)
+    # queries are told apart as the evaluation tells them: query_id, else the normalised text
+    from pinrel.teacher import query_groups
+
+    table = pa.table({"query": ["Red Mug", "red  mug", "lamp", "lamp"], "query_id": [None, None, "a", "b"]})
+    g = query_groups(table)
+    assert g[0] == g[1] and len({g[1], g[2], g[3]}) == 3
 
 
 @pytest.mark.parametrize(

@@ -413,9 +413,11 @@ def pair_texts(table: pa.Table, spec: AssemblySpec) -> list[str]:
 
 
 def query_groups(table: pa.Table) -> np.ndarray:
-    """One integer per row naming its query (by text: a ranking is over the items shown for a query)."""
-    _, inverse = np.unique(np.asarray(table.column("query").to_pylist(), dtype=object), return_inverse=True)
-    return inverse.astype(np.int64)
+    """One integer per row naming its query, by the same identity the evaluation ranks within."""
+    from .baselines import query_keys
+
+    _, inverse = np.unique(query_keys(table), return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64)
 
 
 def label_indices(table: pa.Table) -> np.ndarray:
@@ -881,7 +883,7 @@ def _train_epoch(
         y = torch.as_tensor(labels[idx], device=device)
         with _autocast(plan, device):
             logits = model(input_ids=x, attention_mask=mask).logits
-        g = torch.as_tensor(groups[idx], device=device)
+        g = torch.as_tensor(groups[idx], device=device) if pairwise > 0 else None
         loss = training_loss(logits, y, ordinal, pairwise, g)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
