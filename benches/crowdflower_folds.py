@@ -69,12 +69,14 @@ def write_folds(args: argparse.Namespace, out: Path) -> list[Path]:
     from pinrel.records import split_by_query, write_records
 
     dirs = [out / f"fold{f}" for f in range(args.folds)]
-    spec = {"seed": args.seed, "folds": args.folds}
+    spec: dict[str, Any] = {"seed": args.seed, "folds": args.folds}
+    if args.variance_weights:
+        spec["variance_weights"] = True
     if cq.split_done(out / "folds.json", spec):
         return dirs
     import pyarrow as pa
 
-    table = cq.load_table()
+    table = cq.load_table(args.variance_weights)
     parts = split_by_query(table, [1.0 / args.folds] * args.folds, args.seed)
     for f, d in enumerate(dirs):
         d.mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,7 @@ def teacher_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
         teacher_dev_share=0.0,
         teacher_ordinal_weight=0.0,
         teacher_pairwise_weight=args.teacher_pairwise_weight,
+        variance_weights=args.variance_weights,
         seed=seed,
         gpu=args.gpu,
     )
@@ -365,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=10000, help="query resamples for the paired bootstrap")
     ap.add_argument("--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2)")
     cq.add_pairwise_flag(ap)
+    cq.add_weights_flag(ap)
     cq.add_gpu_flag(ap)
     args = ap.parse_args(argv)
     cq.check_gpu_flag(ap, args)

@@ -17,7 +17,7 @@ last Ray Train checkpoint, labeling from its last shard).  Results: `results.md`
 
     python benches/crowdflower_quality.py [--out bench-out/crowdflower] [--teacher-epochs 2]
         [--teacher-lr 1e-4] [--teacher-dev-share 0.1] [--teacher-ordinal-weight 0]
-        [--teacher-pairwise-weight 0] [--max-length 128]
+        [--teacher-pairwise-weight 0] [--variance-weights] [--max-length 128]
         [--k 30] [--negatives 5] [--distill-epochs 10] [--seed 0] [--teacher-seeds 1]
 
 `--teacher-seeds N` trains N teachers (seeds --seed, --seed+1, ...) and makes their mean probabilities
@@ -116,14 +116,14 @@ def stop_ray() -> None:
 # --------------------------------------------------------------------------------------------- stages
 
 
-def load_table() -> pa.Table:
+def load_table(variance_weights: bool = False) -> pa.Table:
     """All CrowdFlower pairs from the shared data folder, or exit saying where they were looked for."""
     from pinrel.datasets import load_crowdflower, shared_data_dir
 
     shared = shared_data_dir()
     if shared is None or not (shared / "crowdflower").is_dir():
         sys.exit("no CrowdFlower data: set PINREL_SHARED_DATA to a folder holding crowdflower/foldN.csv")
-    return load_crowdflower(shared / "crowdflower")
+    return load_crowdflower(shared / "crowdflower", variance_weights=variance_weights)
 
 
 def split_done(record: Path, spec: dict[str, Any]) -> bool:
@@ -151,13 +151,15 @@ def record_split(record: Path, spec: dict[str, Any]) -> None:
 
 
 def split_spec(args: argparse.Namespace) -> dict[str, Any]:
-    return {"seed": args.seed, "heldout_share": 0.2, "teacher_dev_share": args.teacher_dev_share}
+    spec = {"seed": args.seed, "heldout_share": 0.2, "teacher_dev_share": args.teacher_dev_share}
+    # only when on, so that the split records of unweighted runs stay valid
+    return {**spec, "variance_weights": True} if args.variance_weights else spec
 
 
 def split_data(args: argparse.Namespace, data: Path) -> dict[str, Path]:
     from pinrel.records import split_by_query, write_records
 
-    table = load_table()
+    table = load_table(args.variance_weights)
     spec = split_spec(args)
     train, heldout = split_by_query(table, (1 - spec["heldout_share"], spec["heldout_share"]), args.seed)
     share = args.teacher_dev_share
@@ -215,6 +217,7 @@ def teacher_done(out: Path, args: argparse.Namespace) -> bool:
         and m.get("config", {}).get("ordinal_weight", 0.0) == args.teacher_ordinal_weight
         and m.get("config", {}).get("pairwise_weight", 0.0) == args.teacher_pairwise_weight
         and m.get("config", {}).get("use_gpu", False) == args.gpu
+        and (m.get("weighted_rows", 0) > 0) == args.variance_weights
     )
 
 
@@ -576,6 +579,15 @@ def add_pairwise_flag(ap: argparse.ArgumentParser) -> None:
     )
 
 
+def add_weights_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--variance-weights",
+        action="store_true",
+        help="weigh each training pair by 1 / (1 + relevance_variance), the raters' disagreement, in the "
+        "teacher's loss and the baselines' fits (load_crowdflower(variance_weights=True))",
+    )
+
+
 def add_gpu_flag(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--gpu", action="store_true", help="train the teachers on a GPU under bf16 autocast (use_gpu, bf16)"
@@ -616,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         help="weight of the teacher's squared-error term on the expected grade (ordinal_weight)",
     )
     add_pairwise_flag(ap)
+    add_weights_flag(ap)
     ap.add_argument("--k", type=int, default=30)
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--distill-epochs", type=int, default=10)

@@ -342,3 +342,56 @@ def test_wands_errors(tmp_path: Path) -> None:
     (tmp_path / "c" / "query.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"query.csv"):
         load_wands(tmp_path / "c")
+
+
+def test_crowdflower_variance_weights(tmp_path: Path) -> None:
+    rows = [
+        ["1", "mug", "Mug", "", "4", "0"],
+        ["2", "mug", "Cup", "", "3", "0.471"],
+        ["3", "mug", "X", "", "", ""],
+    ]
+    path = _write_crowdflower(tmp_path / "cf", rows)
+    assert load_crowdflower(path).column("weight").null_count == 3  # off by default: unweighted
+    w = load_crowdflower(path, variance_weights=True).column("weight").to_pylist()
+    assert w[0] == 1.0 and w[1] == pytest.approx(1 / 1.471) and w[2] is None  # unrated: nothing to weigh by
+    assert load_dataset("crowdflower", path, variance_weights=True).column("weight").to_pylist() == w
+    bad = _write_crowdflower(
+        tmp_path / "bad", [["1", "q", "t", "", "4", "0"], ["2", "q", "t", "", "4", "-1"]]
+    )
+    with pytest.raises(RecordsError, match=r"fold1.csv: line 3: relevance_variance '-1' should be"):
+        load_crowdflower(bad, variance_weights=True)
+    (tmp_path / "novar.csv").write_text("id,query,product_title\n1,q,t\n", encoding="utf-8")
+    with pytest.raises(RecordsError, match=r"missing CrowdFlower column\(s\) relevance_variance"):
+        load_crowdflower(tmp_path / "novar.csv", variance_weights=True)
+    assert load_crowdflower(tmp_path / "novar.csv").num_rows == 1
+
+
+@needs_crowdflower
+def test_crowdflower_real_variance_weights() -> None:
+    t = load_crowdflower(SHARED / "crowdflower", variance_weights=True)
+    w = t.column("weight").to_numpy()
+    # every real pair is rated; raters agree on a bit under half of them
+    assert t.column("weight").null_count == 0 and 0.4 < w.min() < w.max() == 1.0
+    assert 0.3 < (w == 1.0).mean() < 0.6
+
+
+def test_convert_cli_with_variance_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pinrel.cli import main
+    from pinrel.records import read_records
+
+    path = _write_crowdflower(
+        tmp_path / "cf", [["1", "mug", "Mug", "", "4", "0"], ["2", "mug", "Cup", "", "2", "1"]]
+    )
+    out = tmp_path / "cf.parquet"
+    assert main(["data", "convert", "--dataset", "crowdflower", "--input", str(path), "--out", str(out)]) == 0
+    assert read_records(out).column("weight").null_count == 2
+    args = ["data", "convert", "--dataset", "crowdflower", "--input", str(path), "--out", str(out)]
+    assert main([*args, "--variance-weights"]) == 0
+    assert read_records(out).column("weight").to_pylist() == [1.0, 0.5]
+    assert num_grades(read_records(out)) == 4
+    before = out.read_bytes()
+    for bad in (["--dataset", "wands"], []):
+        cmd = ["data", "convert", *bad, "--input", str(path), "--out", str(out), "--variance-weights"]
+        assert main(cmd) != 0
+        assert "--variance-weights applies to --dataset crowdflower" in capsys.readouterr().err
+    assert out.read_bytes() == before

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 
 import pinrel
 from pinrel import metrics
@@ -152,6 +153,41 @@ def test_baselines_are_deterministic_predictors(synthetic: pa.Table) -> None:
     # lists of dicts work as well as tables
     rows = synthetic.slice(0, 5).to_pylist()
     np.testing.assert_allclose(a.predict_proba(rows), a.predict_proba(synthetic.slice(0, 5)), atol=1e-6)
+
+
+def test_baselines_honour_pair_weights(synthetic: pa.Table) -> None:
+    from pinrel.baselines import _SoftmaxRegression, record_weights
+
+    # No weight anywhere (null = 1) is the unweighted fit to the last bit.
+    nulls = synthetic.set_column(
+        synthetic.schema.get_field_index("weight"), "weight", pa.nulls(synthetic.num_rows, pa.float64())
+    )
+    assert record_weights(nulls) is None and record_weights(synthetic.drop_columns(["weight"])) is None
+    np.testing.assert_array_equal(
+        HashedLRBaseline(K).fit(nulls).predict_proba(synthetic),
+        HashedLRBaseline(K).fit(synthetic.drop_columns(["weight"])).predict_proba(synthetic),
+    )
+    # A weight of 2 counts a pair twice: the same fit as the pair written down twice.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5))
+    labels = rng.integers(1, K + 1, size=60)
+    twice = np.r_[np.arange(60), np.arange(10)]
+    weights = np.r_[np.full(10, 2.0), np.ones(50)]
+    a = _SoftmaxRegression(K, 1e-2, 100).fit(sp.csr_matrix(x), labels, weights)
+    b = _SoftmaxRegression(K, 1e-2, 100).fit(sp.csr_matrix(x[twice]), labels[twice])
+    np.testing.assert_allclose(a.predict_proba(x), b.predict_proba(x), atol=1e-5)
+    # ...and a different model from the unweighted one; a bad weight is named
+    heavy = synthetic.set_column(
+        synthetic.schema.get_field_index("weight"),
+        "weight",
+        pa.array(np.where(np.arange(synthetic.num_rows) % 3 == 0, 5.0, 0.2)),
+    )
+    for cls in (Bm25Baseline, HashedLRBaseline):
+        assert not np.allclose(
+            cls(K).fit(heavy).predict_proba(synthetic), cls(K).fit(nulls).predict_proba(synthetic)
+        )
+    with pytest.raises(ValueError, match=r"row 2: weight -1 should be a finite number > 0"):
+        HashedLRBaseline(K).fit([{"query": "a", "label": 1}, {"query": "b", "label": 2, "weight": -1}])
 
 
 def test_model_directory_is_loaded(synthetic: pa.Table, tmp_path: Path) -> None:

@@ -556,3 +556,46 @@ def test_write_with_grades(tmp_path: Path) -> None:
     with pytest.raises(RecordsError, match=r"label 7 is outside 1\.\.5"):
         write_records(plain, tmp_path / "a.parquet")
     assert num_grades(read_records(write_records(plain, tmp_path / "a.parquet", grades=7))) == 7
+
+
+# ------------------------------------------------------------------------------------------------ weight
+
+
+@pytest.mark.parametrize("ext", ["parquet", "csv", "jsonl"])
+def test_weight_round_trips_and_null_means_unweighted(tmp_path: Path, ext: str) -> None:
+    t = make_records({"query": ["a", "b", "c"], "label": [1, 2, 3], "weight": ["0.25", "", None]})
+    assert t.column("weight").to_pylist() == [0.25, None, None]
+    back = read_records(write_records(t, tmp_path / f"w.{ext}"))
+    assert back.column("weight").to_pylist() == [0.25, None, None]
+    # mapped from a source column like any other field
+    mapped = make_records({"query": ["a"], "agreement": [2]}, mapping={"agreement": "weight"})
+    assert mapped.column("weight").to_pylist() == [2.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, r"row 2: weight 0\.0 should be a finite number > 0"),
+        (-1.5, r"row 2: weight -1\.5 should be a finite number > 0"),
+        (float("nan"), r"row 2: weight nan should be"),
+        (float("inf"), r"row 2: weight inf should be"),
+        ("heavy", r"row 2: weight 'heavy' is not a number"),
+        (True, r"row 2: weight should be a number, got bool"),
+    ],
+)
+def test_bad_weights_are_refused(value: object, message: str) -> None:
+    with pytest.raises(RecordsError, match=message):
+        make_records([{"query": "a", "weight": 1}, {"query": "b", "weight": value}])
+
+
+def test_bad_weight_in_a_file_names_the_line_and_leaves_the_target(tmp_path: Path) -> None:
+    target = write_records(make_records([{"query": "kept", "label": 1}]), tmp_path / "out.csv")
+    before = target.read_bytes()
+    src = write_text(tmp_path / "in.csv", "query,label,weight\na,1,1\nb,2,-3\n")
+    with pytest.raises(RecordsError, match=r"in\.csv: line 3: weight -3\.0"):
+        write_records(read_records(src), target)
+    assert target.read_bytes() == before
+    table = make_records([{"query": "a", "weight": 1.0}])
+    bad = table.set_column(table.schema.get_field_index("weight"), "weight", pa.array([-1.0]))
+    with pytest.raises(RecordsError, match=r"records: row 1: weight -1\.0 should be a finite number > 0"):
+        validate_records(bad)

@@ -337,6 +337,69 @@ def test_pairwise_loss_orders_pairs_of_one_query_only() -> None:
     assert x.grad is not None and x.grad[1, 2] < 0 and x.grad[0, 2] > 0
 
 
+def test_pair_weights_scale_each_term() -> None:
+    from pinrel.teacher import training_loss
+
+    logits = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    y = torch.tensor([0, 2, 1])
+    w = torch.tensor([2.0, 0.5, 0.5])
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    expected = torch.softmax(logits, dim=-1) @ torch.tensor([1.0, 2.0, 3.0])
+    se = (expected - torch.tensor([1.0, 3.0, 2.0])) ** 2
+    ranknet = torch.nn.functional.softplus(
+        -torch.stack([expected[1] - expected[0], expected[1] - expected[2], expected[2] - expected[0]])
+    )
+    pair_w = torch.tensor(
+        [0.5 * 2.0, 0.5 * 0.5, 0.5 * 2.0]
+    )  # w_i * w_j of (1 over 0), (1 over 2), (2 over 0)
+    assert torch.allclose(training_loss(logits, y, weights=w), (w * ce).mean())
+    assert torch.allclose(
+        training_loss(logits, y, 0.5, 2.0, weights=w),
+        (w * ce).mean() + 0.5 * (w * se).mean() + 2.0 * (pair_w * ranknet).mean(),
+    )
+    # weights of 1 are the unweighted loss
+    for ordinal, pairwise in ((0.0, 0.0), (0.5, 2.0)):
+        assert torch.allclose(
+            training_loss(logits, y, ordinal, pairwise, weights=torch.ones(3)),
+            training_loss(logits, y, ordinal, pairwise),
+        )
+
+
+def test_train_weights_have_mean_one_or_are_absent() -> None:
+    from pinrel.teacher import train_weights
+
+    assert train_weights(synthetic(6, seed=0)) is None
+    t = make_records(
+        [{"query": "a", "weight": 3.0}, {"query": "b"}, {"query": "c", "weight": 0.5}, {"query": "d"}]
+    )
+    np.testing.assert_allclose(train_weights(t), np.array([3.0, 1.0, 0.5, 1.0]) / 1.375)
+
+
+def test_pair_weights_train_past_doubtful_labels(
+    ray_cluster: None, tmp_path: Path, data: dict[str, Any], bert_model: Path
+) -> None:
+    """Half the train pairs have grades 5 and 1 swapped, so their text says nothing about which is which.
+    Weighted at 1/100, the wrong half hardly counts and the teacher learns the task; unweighted, the
+    same pairs leave it guessing between 5 and 1."""
+    clean = data["train"].drop_columns(["weight"]).to_pylist()
+    swapped = [
+        {**r, "label": {5: 1, 1: 5}.get(r["label"], r["label"])} for r in synthetic(300, seed=2).to_pylist()
+    ]
+    runs = {}
+    for name, low in (("weighted", 0.01), ("unweighted", None)):
+        rows = [{**r, "weight": 1.0 if low else None} for r in clean]
+        rows += [{**r, "weight": low} for r in swapped]
+        out = tmp_path / name
+        runs[name] = train_teacher(
+            make_records(rows, grades=5), data["dev"], config(bert_model, epochs=2), out
+        )
+    assert runs["weighted"]["weighted_rows"] == 600 and runs["unweighted"]["weighted_rows"] == 0
+    weighted, unweighted = runs["weighted"]["metrics"], runs["unweighted"]["metrics"]
+    assert weighted["accuracy"] > 0.5, runs["weighted"]["history"]  # 3 balanced grades: chance is 1/3
+    # on the clean dev set, the weighted teacher is far surer of the right grade (seen: 0.48 vs 0.95)
+    assert weighted["loss"] < unweighted["loss"] - 0.2, (weighted, unweighted)
+
+
 def test_query_batches_hold_one_query_each_and_cover_every_pair() -> None:
     from pinrel.teacher import epoch_batches, query_batches
 

@@ -8,6 +8,7 @@ from zero weights and is fitted full-batch with L-BFGS, so the same records give
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -21,7 +22,15 @@ from .features import Bm25Index, FeatureHasher
 from .metrics import check_grades, check_labels
 from .records import query_key
 
-__all__ = ["BASELINES", "Bm25Baseline", "HashedLRBaseline", "make_baseline", "query_keys", "record_labels"]
+__all__ = [
+    "BASELINES",
+    "Bm25Baseline",
+    "HashedLRBaseline",
+    "make_baseline",
+    "query_keys",
+    "record_labels",
+    "record_weights",
+]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -77,6 +86,22 @@ def record_labels(records: Any, grades: int) -> npt.NDArray[np.int64]:
     return check_labels(np.array(labels, dtype=object), grades, "label")
 
 
+def record_weights(records: Any) -> npt.NDArray[np.float64] | None:
+    """The `weight` column (null counts as 1), or None when no pair carries one: then fitting is exactly
+    the unweighted fit, not a weighted one with all-ones weights and its own rounding."""
+    values = _column(records, "weight")
+    if all(v is None for v in values):
+        return None
+    w = np.ones(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+        if v is not None and not (ok and math.isfinite(v) and v > 0):
+            raise ValueError(f"records: row {i + 1}: weight {v!r} should be a finite number > 0")
+        if v is not None:
+            w[i] = float(v)
+    return w
+
+
 def _num_rows(records: Any) -> int:
     return int(records.num_rows) if _is_arrow(records) else len(records)
 
@@ -126,7 +151,12 @@ class _SoftmaxRegression:
         self.weight: npt.NDArray[np.float64] | None = None
         self.bias: npt.NDArray[np.float64] | None = None
 
-    def fit(self, x: sp.csr_matrix, labels: npt.NDArray[np.int64]) -> _SoftmaxRegression:
+    def fit(
+        self,
+        x: sp.csr_matrix,
+        labels: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float64] | None = None,
+    ) -> _SoftmaxRegression:
         n_columns = x.shape[1]
         x = sp.csr_matrix(x, dtype=np.float64)
         # Columns no training row touches would only ever get zero weight from the L2 term; fitting
@@ -135,9 +165,11 @@ class _SoftmaxRegression:
         x = x[:, columns].tocsr()
         xt = x.T.tocsr()
         target = torch.from_numpy(labels - 1)
+        # Normalised to mean 1 so that the L2 term keeps the same strength against the data term.
+        w_rows = None if weights is None else torch.from_numpy(weights / weights.mean())
         w = torch.zeros(columns.size, self.grades, dtype=torch.float64, requires_grad=True)
         # Starting from the class log-priors makes the first L-BFGS steps about the features.
-        prior = np.bincount(labels - 1, minlength=self.grades) + 1.0
+        prior = np.bincount(labels - 1, weights=weights, minlength=self.grades) + 1.0
         b = torch.tensor(np.log(prior / prior.sum()), dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS(
             [w, b], lr=1.0, max_iter=self.max_iter, history_size=10, line_search_fn="strong_wolfe"
@@ -146,7 +178,11 @@ class _SoftmaxRegression:
         def closure() -> torch.Tensor:
             opt.zero_grad()
             logits = _SparseLinear.apply(w, x, xt) + b
-            loss = torch.nn.functional.cross_entropy(logits, target) + 0.5 * self.l2 * (w * w).sum()
+            if w_rows is None:
+                data = torch.nn.functional.cross_entropy(logits, target)
+            else:
+                data = (w_rows * torch.nn.functional.cross_entropy(logits, target, reduction="none")).mean()
+            loss = data + 0.5 * self.l2 * (w * w).sum()
             loss.backward()
             return loss
 
@@ -222,7 +258,7 @@ class Bm25Baseline:
         labels = record_labels(records, self.grades)
         x = self._features(records)
         self._scale = _standardiser(x)
-        self._model.fit(sp.csr_matrix((x - self._scale[0]) / self._scale[1]), labels)
+        self._model.fit(sp.csr_matrix((x - self._scale[0]) / self._scale[1]), labels, record_weights(records))
         return self
 
     def predict_proba(self, records: Any) -> npt.NDArray[np.float32]:
@@ -269,7 +305,7 @@ class HashedLRBaseline:
         labels = record_labels(records, self.grades)
         hashed, match = self._blocks(records)
         self._scale = _standardiser(match)
-        self._model.fit(self._design(hashed, match), labels)
+        self._model.fit(self._design(hashed, match), labels, record_weights(records))
         return self
 
     def predict_proba(self, records: Any) -> npt.NDArray[np.float32]:

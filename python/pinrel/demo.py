@@ -65,7 +65,7 @@ def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     paths = {}
     for name, part in (("train", train), ("dev", dev), ("test", test)):
         paths[name] = write_records(part, data / f"{name}.parquet", grades=args.grades)
-    items = [f for f in SCHEMA.names if f not in ("query", "query_id", "label")]
+    items = [f for f in SCHEMA.names if f not in ("query", "query_id", "label", "weight")]
     catalog = (
         table.select(items).to_pandas().drop_duplicates(subset=["item_id"]) if "item_id" in items else None
     )

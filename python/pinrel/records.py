@@ -11,6 +11,8 @@ pinrel never guesses column names, types or missing-value conventions.  Normalis
 - `lang`, `query_id`, `item_id` are null when absent; "" counts as absent so CSV round trips are exact.
 - `label` is an integer grade 1..K or null (an unlabeled pair).  K travels in the schema metadata under
   `GRADES_KEY` when it is known (Parquet keeps it; CSV and JSONL cannot).
+- `weight` is how much a graded pair counts in training (rater agreement, say): a finite number > 0, or
+  null, which counts as 1.  Models fitted on records (the teacher, the baselines) honour it.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ SCHEMA: pa.Schema = pa.schema(
         pa.field("query_id", pa.string()),
         pa.field("item_id", pa.string()),
         pa.field("label", pa.int32()),
+        pa.field("weight", pa.float64()),
     ]
 )
 
@@ -427,8 +430,10 @@ def _list_column(col: _Column | None, n: int, name: str, source: str, row_name: 
     return pa.array(out, _STR_LIST)
 
 
-def _label_values(col: _Column, n: int, source: str, row_name: _RowName) -> tuple[np.ndarray, np.ndarray]:
-    """Labels as float64 values plus a missing mask (values under the mask are meaningless)."""
+def _number_values(
+    col: _Column, n: int, source: str, row_name: _RowName, name: str = "label"
+) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric column as float64 values plus a missing mask (values under the mask are meaningless)."""
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
         arr = _as_array(col)
         t = arr.type
@@ -441,7 +446,7 @@ def _label_values(col: _Column, n: int, source: str, row_name: _RowName) -> tupl
         if _is_textual(t):
             col = pc.cast(arr, pa.string()).to_pylist()
         else:
-            raise RecordsError(f"{source}: column 'label' should hold numbers, but its type is {t}")
+            raise RecordsError(f"{source}: column {name!r} should hold numbers, but its type is {t}")
     values = np.zeros(n, dtype=np.float64)
     missing = np.zeros(n, dtype=bool)
     v: Any
@@ -454,13 +459,13 @@ def _label_values(col: _Column, n: int, source: str, row_name: _RowName) -> tupl
             try:
                 values[i] = float(v)
             except ValueError:
-                raise RecordsError(f"{source}: {row_name(i)}: label {v!r} is not a number") from None
+                raise RecordsError(f"{source}: {row_name(i)}: {name} {v!r} is not a number") from None
         elif v is None:
             missing[i] = True
         elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
             values[i] = float(v)
         else:
-            raise RecordsError(f"{source}: {row_name(i)}: label should be a number, got {type(v).__name__}")
+            raise RecordsError(f"{source}: {row_name(i)}: {name} should be a number, got {type(v).__name__}")
     return values, missing
 
 
@@ -475,7 +480,7 @@ def _label_column(
 ) -> pa.Array:
     if col is None:
         return pa.nulls(n, pa.int32())
-    values, missing = _label_values(col, n, source, row_name)
+    values, missing = _number_values(col, n, source, row_name)
     present = ~missing
     i = _first(present & np.isnan(values))
     if i is not None:
@@ -504,6 +509,20 @@ def _label_column(
             raise RecordsError(f"{source}: {row_name(i)}: label {shown} is outside 1..{k}{hint}")
         grades = np.where(present, values, 1).astype(np.int32)
     return pa.array(grades, pa.int32(), mask=missing)
+
+
+def _weight_column(col: _Column | None, n: int, source: str, row_name: _RowName) -> pa.Array:
+    if col is None:
+        return pa.nulls(n, pa.float64())
+    values, missing = _number_values(col, n, source, row_name, "weight")
+    # A weight of 0 or below would drop or invert a pair's loss; NaN or inf would poison every batch.
+    i = _first(~missing & ~(np.isfinite(values) & (values > 0)))
+    if i is not None:
+        raise RecordsError(
+            f"{source}: {row_name(i)}: weight {float(values[i])!r} should be a finite number > 0 "
+            "(leave it empty/null for weight 1)"
+        )
+    return pa.array(values, pa.float64(), mask=missing)
 
 
 def _duplicates(names: Sequence[str]) -> list[str]:
@@ -592,6 +611,8 @@ def _build(
         if name == "label":
             k = k_known or DEFAULT_GRADES
             arrays.append(_label_column(col, n, source, row_name, edges, k, k_known is not None))
+        elif name == "weight":
+            arrays.append(_weight_column(col, n, source, row_name))
         elif name in LIST_FIELDS:
             arrays.append(_list_column(col, n, name, source, row_name))
         else:
@@ -882,6 +903,12 @@ def validate_records(table: pa.Table, grades: int | None = None, require_labels:
     i = _first(pc.or_(pc.less(labels, 1), pc.greater(labels, k)))
     if i is not None:
         raise RecordsError(f"records: {row_name(i)}: label {labels[i].as_py()} is outside 1..{k}")
+    weights = _as_array(table.column("weight"))
+    i = _first(pc.invert(pc.and_(pc.is_finite(weights), pc.greater(weights, 0))))
+    if i is not None:
+        raise RecordsError(
+            f"records: {row_name(i)}: weight {weights[i].as_py()} should be a finite number > 0"
+        )
     if require_labels and labels.null_count:
         i = _first(labels.is_null())
         assert i is not None

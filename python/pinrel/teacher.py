@@ -420,6 +420,15 @@ def query_groups(table: pa.Table) -> np.ndarray:
     return inverse.reshape(-1).astype(np.int64)
 
 
+def train_weights(table: pa.Table) -> np.ndarray | None:
+    """Per-pair loss weights scaled to mean 1 (so the learning rate means what it does unweighted), or
+    None when no pair carries a `weight`."""
+    from .baselines import record_weights
+
+    w = record_weights(table)
+    return None if w is None else w / w.mean()
+
+
 def label_indices(table: pa.Table) -> np.ndarray:
     """Grades 1..K as class indices 0..K-1."""
     return table.column("label").to_numpy(zero_copy_only=False).astype(np.int64) - 1
@@ -784,6 +793,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             _LOG.info("pinrel teacher: resuming after epoch %d (step %d)", progress.epoch, progress.step)
 
     labels = np.asarray(data["train_labels"], dtype=np.int64)
+    weights = None if data["train_weights"] is None else np.asarray(data["train_weights"], dtype=np.float32)
     dev_labels = np.asarray(data["dev_labels"], dtype=np.int64)
     step, history = progress.step, progress.history
     for epoch in range(progress.epoch, epochs):
@@ -799,6 +809,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             train_ids,
             labels,
             groups,
+            weights,
             plan,
             device,
             pad_id,
@@ -830,29 +841,45 @@ def training_loss(
     ordinal_weight: float = 0.0,
     pairwise_weight: float = 0.0,
     groups: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of the K-way logits against the 0-based grades `y`, plus `ordinal_weight`
     times the mean squared error of the expected grade (`sum_k p_k * k`, grades 1..K), plus
     `pairwise_weight` times the RankNet loss `log(1 + exp(s_j - s_i))` of the expected grades `s`, averaged
-    over the pairs (i, j) of the same query (`groups`; None: one query) where i has the higher grade."""
+    over the pairs (i, j) of the same query (`groups`; None: one query) where i has the higher grade.
+
+    `weights` (one per row, normalised to mean 1 over the training set) scale each row's terms and each
+    ordered pair's by `w_i * w_j`; means stay means over the batch, so a batch of doubtful pairs moves the
+    model less than a batch of sure ones.  None is the unweighted loss exactly."""
     import torch
 
+    f = torch.nn.functional
     logits = logits.float()
-    loss = torch.nn.functional.cross_entropy(logits, y)
+    if weights is None:  # the unweighted losses as they always were, to the last bit
+        loss = f.cross_entropy(logits, y)
+    else:
+        weights = weights.float()
+        loss = (weights * f.cross_entropy(logits, y, reduction="none")).mean()
     if ordinal_weight == 0 and pairwise_weight == 0:
         return loss
     grades = torch.arange(1, logits.shape[-1] + 1, dtype=torch.float32, device=logits.device)
     expected = torch.softmax(logits, dim=-1) @ grades
     if ordinal_weight > 0:
-        loss = loss + ordinal_weight * torch.nn.functional.mse_loss(expected, (y + 1).float())
+        target = (y + 1).float()
+        if weights is None:
+            loss = loss + ordinal_weight * f.mse_loss(expected, target)
+        else:
+            loss = loss + ordinal_weight * (weights * (expected - target) ** 2).mean()
     if pairwise_weight > 0:
         ordered = y[:, None] > y[None, :]
         if groups is not None:
             ordered &= groups[:, None] == groups[None, :]
         # a batch without two grades of one query has nothing to order: the term is 0, not NaN
         if bool(ordered.any()):
-            margin = expected[:, None] - expected[None, :]
-            loss = loss + pairwise_weight * torch.nn.functional.softplus(-margin[ordered]).mean()
+            ranknet = f.softplus(-(expected[:, None] - expected[None, :])[ordered])
+            if weights is not None:
+                ranknet = (weights[:, None] * weights[None, :])[ordered] * ranknet
+            loss = loss + pairwise_weight * ranknet.mean()
     return loss
 
 
@@ -865,6 +892,7 @@ def _train_epoch(
     ids: list[list[int]],
     labels: np.ndarray,
     groups: np.ndarray,
+    weights: np.ndarray | None,
     plan: Mapping[str, Any],
     device: Any,
     pad_id: int,
@@ -884,7 +912,8 @@ def _train_epoch(
         with _autocast(plan, device):
             logits = model(input_ids=x, attention_mask=mask).logits
         g = torch.as_tensor(groups[idx], device=device) if pairwise > 0 else None
-        loss = training_loss(logits, y, ordinal, pairwise, g)
+        w = torch.as_tensor(weights[idx], device=device) if weights is not None else None
+        loss = training_loss(logits, y, ordinal, pairwise, g, w)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, float(plan["max_grad_norm"]))
@@ -1090,6 +1119,7 @@ def train_teacher(
     manifest = _manifest(cfg, info, spec, chosen, latest, architecture, prev_state)
     manifest.update(
         train_rows=train_table.num_rows,
+        weighted_rows=train_table.num_rows - train_table.column("weight").null_count,
         dev_rows=dev_table.num_rows if dev_table is not None else 0,
         seconds=time.perf_counter() - started,
     )
@@ -1169,6 +1199,7 @@ def _run_training(
             "train_texts": pair_texts(train, spec),
             "train_labels": label_indices(train),
             "train_groups": query_groups(train),
+            "train_weights": train_weights(train),
             "dev_texts": pair_texts(dev, spec) if dev is not None else [],
             "dev_labels": label_indices(dev) if dev is not None else np.zeros(0, dtype=np.int64),
         }

@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--map", action="append", default=[], metavar="SRC=FIELD", help="rename a source column")
     c.add_argument("--label-bins", help="bin a float label column: 'lo:hi' (equal width) or 'e0,e1,...'")
     c.add_argument("--grades", type=int, help="number of grades K")
+    c.add_argument(
+        "--variance-weights",
+        action="store_true",
+        help="crowdflower: weigh each pair by 1 / (1 + relevance_variance), the raters' disagreement",
+    )
     c.set_defaults(func=_convert)
 
     sp = data_sub.add_parser("split", help="split records by query (no query in two splits)")
@@ -64,8 +69,13 @@ def _convert(args: argparse.Namespace) -> int:
     if args.dataset:
         if mapping or args.label_bins:
             raise ValueError("--map/--label-bins apply to plain records files, not to --dataset loaders")
-        table = load_dataset(args.dataset, args.input)
+        if args.variance_weights and args.dataset.lower() != "crowdflower":
+            raise ValueError(f"--variance-weights applies to --dataset crowdflower, not {args.dataset!r}")
+        options = {"variance_weights": True} if args.variance_weights else {}
+        table = load_dataset(args.dataset, args.input, **options)
     else:
+        if args.variance_weights:
+            raise ValueError("--variance-weights applies to --dataset crowdflower (map a column to 'weight')")
         table = read_records(args.input, mapping=mapping, label_bins=args.label_bins, grades=args.grades)
     path = write_records(table, args.out, grades=args.grades)
     print(f"wrote {table.num_rows} records to {path}")

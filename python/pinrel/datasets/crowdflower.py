@@ -7,6 +7,7 @@ Expected layout: a folder of `foldN.csv` files (or one CSV, e.g. the competition
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -36,7 +37,9 @@ def _fold_files(folder: Path, folds: Iterable[int] | None) -> list[Path]:
     return [found[k] for k in wanted]
 
 
-def load_crowdflower(path: str | os.PathLike[str], *, folds: Iterable[int] | None = None) -> pa.Table:
+def load_crowdflower(
+    path: str | os.PathLike[str], *, folds: Iterable[int] | None = None, variance_weights: bool = False
+) -> pa.Table:
     """CrowdFlower pairs as records (K=4).
 
     `path` is the folder of fold CSVs (all folds in numeric order, or those in `folds`) or a single CSV.
@@ -44,19 +47,41 @@ def load_crowdflower(path: str | os.PathLike[str], *, folds: Iterable[int] | Non
     would make the stored text differ from what the source says.  `query_id` is derived from the query
     text (the source has none), `item_id` is the row id, `lang` is "en".  A file without
     `median_relevance` (the competition's test set) gives unlabeled pairs.
+
+    With `variance_weights`, each pair's `weight` is `1 / (1 + relevance_variance)`: the column is the
+    spread (standard deviation) of the raters' grades, 0 when they agree, 0.47 for grades 4, 4, 3 and
+    about 1.5 at most, so a pair the raters disagreed on counts for as little as 0.4 of one they agreed on.
     """
     p = Path(path)
     if not p.exists():
         raise RecordsFileNotFoundError(f"CrowdFlower data not found: {p}")
     files = _fold_files(p, folds) if p.is_dir() else [p]
     # One table per file so that a bad value is reported with its own file and line.
-    return pa.concat_tables([_load_file(f) for f in files])
+    return pa.concat_tables([_load_file(f, variance_weights) for f in files])
 
 
-def _load_file(f: Path) -> pa.Table:
+def _weights(f: Path, values: list[str], lines: list[int]) -> list[float | None]:
+    out: list[float | None] = []
+    for v, line in zip(values, lines, strict=True):
+        v = v.strip()
+        if not v:
+            out.append(None)  # an unrated pair (the test set) has no spread to weigh by
+            continue
+        try:
+            spread = float(v)
+        except ValueError:
+            raise RecordsError(f"{f}: line {line}: relevance_variance {v!r} is not a number") from None
+        if not (math.isfinite(spread) and spread >= 0):
+            raise RecordsError(f"{f}: line {line}: relevance_variance {v!r} should be a finite number >= 0")
+        out.append(1.0 / (1.0 + spread))
+    return out
+
+
+def _load_file(f: Path, variance_weights: bool) -> pa.Table:
     header, rows, lines = read_delimited(f)
     assert header is not None
-    missing = [c for c in _REQUIRED if c not in header]
+    required = (*_REQUIRED, "relevance_variance") if variance_weights else _REQUIRED
+    missing = [c for c in required if c not in header]
     if missing:
         raise RecordsError(f"{f}: missing CrowdFlower column(s) {', '.join(missing)} (header: {header})")
     col = {name: j for j, name in enumerate(header)}
@@ -66,16 +91,19 @@ def _load_file(f: Path) -> pa.Table:
         return [row[j] for row in rows] if j is not None else [""] * len(rows)
 
     queries = column("query")
+    columns: dict[str, list[str | float | None]] = {
+        "query": list(queries),
+        "title": list(column("product_title")),
+        "description": list(column("product_description")),
+        "lang": ["en"] * len(rows),
+        "query_id": [text_id(q) for q in queries],
+        "item_id": list(column("id")),
+        "label": list(column("median_relevance")),
+    }
+    if variance_weights:
+        columns["weight"] = list(_weights(f, column("relevance_variance"), lines))
     return make_records(
-        {
-            "query": queries,
-            "title": column("product_title"),
-            "description": column("product_description"),
-            "lang": ["en"] * len(rows),
-            "query_id": [text_id(q) for q in queries],
-            "item_id": column("id"),
-            "label": column("median_relevance"),
-        },
+        columns,
         grades=CROWDFLOWER_GRADES,
         source=str(f),
         lines=lines,
