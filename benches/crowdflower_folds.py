@@ -12,7 +12,7 @@ teacher-minus-baseline differences in accuracy and nDCG@10 get a paired bootstra
 
     python benches/crowdflower_folds.py [--out bench-out/crowdflower-folds] [--folds 5] [--seed 0]
         [--teacher-epochs 2] [--teacher-lr 1e-4] [--max-length 128] [--teacher-seeds 1] [--bootstrap 10000]
-        [--teacher-pairwise-weight 0]
+        [--teacher-pairwise-weight 0] [--variance-weights]
 
 About 12 minutes per fold on 2 idle CPUs (the teacher's 2 epochs). max_length 128 cuts 30% of
 CrowdFlower's assembled pairs short (their descriptions' tails; the report counts them) while the
@@ -51,7 +51,24 @@ import numpy as np
 import crowdflower_quality as cq
 
 GRADES = cq.GRADES
-MODELS = ("teacher", "bm25", "hashed_lr")
+NAMES = {"bm25": "BM25", "hashed_lr": "hashed LR"}
+
+
+def baselines(args: argparse.Namespace) -> tuple[str, ...]:
+    """The baselines of a run; on weighted data also fitted without the weights, as earlier runs were."""
+    plain = ("bm25", "hashed_lr")
+    return (*plain, *(f"{b}_unweighted" for b in plain)) if args.variance_weights else plain
+
+
+def models(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("teacher", *baselines(args))
+
+
+def display_name(model: str) -> str:
+    base = model.removesuffix("_unweighted")
+    return NAMES[base] + (" (unweighted)" if base != model else "")
+
+
 HEADLINE = ("accuracy", "macro_f1", "ndcg@10", "ndcg@20", "spearman", "auroc>=2", "auroc>=3", "auroc>=4")
 log = cq.log
 
@@ -129,9 +146,10 @@ def run_fold(args: argparse.Namespace, d: Path) -> None:
             teacher = load_teacher(tdir, backend="hf", device=device, dtype="float32", progress=False)
             save_npy(pfile, np.asarray(teacher.predict_proba(heldout), dtype=np.float32))
     train = read_records(d / "train.parquet", grades=GRADES)
-    for name in ("bm25", "hashed_lr"):
+    for name in baselines(args):
         if not (d / f"{name}_probs.npy").is_file():
-            probs = make_baseline(name, GRADES).fit(train).predict_proba(heldout)
+            fit_on = train.drop_columns(["weight"]) if name.endswith("_unweighted") else train
+            probs = make_baseline(name.removesuffix("_unweighted"), GRADES).fit(fit_on).predict_proba(heldout)
             save_npy(d / f"{name}_probs.npy", np.asarray(probs, dtype=np.float32))
 
 
@@ -141,7 +159,7 @@ def fold_done(args: argparse.Namespace, d: Path) -> bool:
         and probs_file(d, args, s).is_file()
         for s in cq.teacher_seeds(args)
     )
-    return teachers_done and all((d / f"{m}_probs.npy").is_file() for m in MODELS if m != "teacher")
+    return teachers_done and all((d / f"{m}_probs.npy").is_file() for m in baselines(args))
 
 
 def load_probs(path: Path) -> np.ndarray:
@@ -199,7 +217,8 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     from pinrel.baselines import query_keys
     from pinrel.records import read_records
 
-    labels, groups, probs = [], [], {m: [] for m in MODELS}
+    models_ = models(args)
+    labels, groups, probs = [], [], {m: [] for m in models_}
     singles: list[list[np.ndarray]] = [[] for _ in cq.teacher_seeds(args)]
     per_fold: list[dict[str, Any]] = []
     for d in dirs:
@@ -214,7 +233,7 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         mean, per_seed = teacher_probs(d, args)
         for i, p in enumerate(per_seed):
             singles[i].append(p)
-        for m in MODELS:
+        for m in models_:
             p = mean if m == "teacher" else load_probs(d / f"{m}_probs.npy")
             probs[m].append(p)
             fold[m] = metrics.compute_all(p, y, q)
@@ -222,8 +241,8 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         labels.append(y)
         groups.append(q)
     y, q = np.concatenate(labels), np.concatenate(groups)
-    p_all = {m: np.concatenate(probs[m]) for m in MODELS}
-    overall = {m: metrics.compute_all(p_all[m], y, q) for m in MODELS}
+    p_all = {m: np.concatenate(probs[m]) for m in models_}
+    overall = {m: metrics.compute_all(p_all[m], y, q) for m in models_}
     seeds = cq.teacher_seeds(args)
     single_teachers = {
         str(s): metrics.compute_all(np.concatenate(ps), y, q) for s, ps in zip(seeds, singles, strict=True)
@@ -233,12 +252,12 @@ def pooled(dirs: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     group, counts = group.reshape(-1), counts.astype(np.float64)
     ndcg: dict[str, np.ndarray] = {}
     acc: dict[str, np.ndarray] = {}
-    for m in MODELS:
+    for m in models_:
         _, ndcg[m] = metrics.ndcg_per_query(q, y, metrics.expected_grade(p_all[m]), 10)
         acc[m] = per_query_accuracy(group, counts, p_all[m].argmax(axis=1) + 1 == y)
     rankable = ~np.isnan(ndcg["teacher"])
     paired = {}
-    for b in ("bm25", "hashed_lr"):
+    for b in baselines(args):
         paired[b] = {
             "accuracy": paired_bootstrap(
                 {"teacher": acc["teacher"], "baseline": acc[b]}, counts, args.bootstrap, args.seed
@@ -271,10 +290,11 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
     ov = res["overall"]
     seeds = cq.teacher_seeds(args)
     teacher = "teacher" if len(seeds) == 1 else f"teacher (mean of {len(seeds)} seeds)"
-    names = {"teacher": teacher, "bm25": "BM25", "hashed_lr": "hashed LR"}
+    models_ = models(args)
+    names = {"teacher": teacher, **{b: display_name(b) for b in baselines(args)}}
     bars = {
         f"teacher beats BM25 and hashed LR on {k} (all folds pooled)": all(
-            ov["teacher"][k] > ov[b][k] for b in ("bm25", "hashed_lr")
+            ov["teacher"][k] > ov[b][k] for b in baselines(args)
         )
         for k in ("accuracy", "ndcg@10")
     }
@@ -304,18 +324,24 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
         + "on "
         + ("Ray Train (1 worker x 1 GPU, bf16 autocast" if args.gpu else "Ray Train (1 worker x 2 CPUs")
         + (f"; {np.median(secs):.0f} s/epoch here" if secs else "")
-        + "). Baselines fitted on the same train part.",
+        + "). Baselines fitted on the same train part"
+        + (
+            "; the teacher's loss and the baselines' fits weigh each train pair by 1 / (1 + "
+            "relevance_variance), and the '(unweighted)' baselines are fitted without the weights."
+            if args.variance_weights
+            else "."
+        ),
         "",
         "| metric (pooled) | " + " | ".join(names.values()) + " |",
         "|---|" + "---:|" * len(names),
     ]
     for k in HEADLINE:
-        best = max(MODELS, key=lambda m: ov[m][k])
-        cells = [f"**{ov[m][k]:.4f}**" if m == best else f"{ov[m][k]:.4f}" for m in MODELS]
+        best = max(models_, key=lambda m: ov[m][k])
+        cells = [f"**{ov[m][k]:.4f}**" if m == best else f"{ov[m][k]:.4f}" for m in models_]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "Teacher minus baseline, paired bootstrap over queries (mean [5th, 95th percentile]):", ""]
     lines += ["| baseline | accuracy | nDCG@10 | folds won (acc / nDCG@10) |", "|---|---|---|---|"]
-    for b in ("bm25", "hashed_lr"):
+    for b in baselines(args):
         pr = res["paired"][b]
         cell = {
             k: f"{pr[k]['mean']:+.4f} [{pr[k]['p05']:+.4f}, {pr[k]['p95']:+.4f}]"
@@ -336,7 +362,7 @@ def report(args: argparse.Namespace, out: Path, res: dict[str, Any], manifests: 
     lines += ["", "Per fold (accuracy / nDCG@10):", ""]
     lines += ["| fold | queries | " + " | ".join(names.values()) + " |", "|---|---:|" + "---:|" * len(names)]
     for i, f in enumerate(res["per_fold"]):
-        cells = [f"{f[m]['accuracy']:.3f} / {f[m]['ndcg@10']:.3f}" for m in MODELS]
+        cells = [f"{f[m]['accuracy']:.3f} / {f[m]['ndcg@10']:.3f}" for m in models_]
         lines.append(f"| {i} | {f['queries']} | " + " | ".join(cells) + " |")
     lines += ["", "Bars:"] + [f"- [{'x' if ok else ' '}] {name}" for name, ok in bars.items()]
     md = "\n".join(lines) + "\n"
