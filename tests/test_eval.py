@@ -137,6 +137,14 @@ def test_baseline_alone_fitted_on_train(synthetic: pa.Table, tmp_path: Path) -> 
     _check_report(tmp_path, result, ("hashed_lr",))
     assert result["model"] == result["baselines"]["hashed_lr"]
     assert f"fitted on the {train.num_rows} train records" in (tmp_path / "report.md").read_text()
+    assert "weighted" not in (tmp_path / "report.md").read_text()
+    weights = pa.array(np.linspace(0.5, 2.0, train.num_rows))
+    weighted = train.set_column(train.schema.get_field_index("weight"), "weight", weights)
+    again = evaluate(
+        "hashed_lr", test, tmp_path / "w", train=weighted, baselines=("hashed_lr",), progress=False
+    )
+    assert "train records (weighted by their `weight`)" in (tmp_path / "w" / "report.md").read_text()
+    assert again["model"] != result["model"]  # the weights changed the fit
 
 
 def test_baselines_are_deterministic_predictors(synthetic: pa.Table) -> None:

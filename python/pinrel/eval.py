@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import metrics
-from .baselines import BASELINES, baseline_names, make_baseline, query_keys
+from .baselines import BASELINES, baseline_names, make_baseline, query_keys, record_weights
 from .io import atomic_write_text, atomic_write_with
 from .predictor import MANIFEST, Predictor, load_predictor, read_manifest
 from .records import SCHEMA, make_records, num_grades, read_records
@@ -202,7 +202,8 @@ def _score_baseline(
     if train is not None:
         model = make_baseline(name, grades).fit(train)
         probs = _check_probs(model.predict_proba(table), table.num_rows, grades, name)
-        return _Scored(name, probs, f"fitted on the {train.num_rows} train records")
+        weighted = " (weighted by their `weight`)" if record_weights(train) is not None else ""
+        return _Scored(name, probs, f"fitted on the {train.num_rows} train records{weighted}")
     probs = _cross_fit(name, grades, table, n_folds, seed, progress)
     how = f"{min(n_folds, np.unique(query_keys(table)).size)}-fold cross-fitting grouped by query"
     return _Scored(name, probs, f"{how} on the evaluation records")
