@@ -731,11 +731,12 @@ def main(argv: list[str] | None = None) -> int:
         lambda: _save(speed_file, measure(args, teachers, student_dir, d["heldout"], work)),
         lambda: read_json(speed_file),
     )
+    evaluated = ("teacher", "student", *(("unweighted_baselines",) if args.variance_weights else ()))
     ev = stage(
         "evaluate",
-        lambda: all((reports / n / "metrics.json").is_file() for n in ("teacher", "student")),
+        lambda: all((reports / n / "metrics.json").is_file() for n in evaluated),
         lambda: evaluate_stage(d, work, reports),
-        lambda: {n: read_json(reports / n / "metrics.json") for n in ("teacher", "student")},
+        lambda: {n: read_json(reports / n / "metrics.json") for n in evaluated},
     )
     heldout = pq.read_metadata(d["heldout"]).num_rows
     train = pq.read_metadata(d["train"]).num_rows
