@@ -433,14 +433,14 @@ class CachedProbs:
         return self.probs[rows]
 
 
-def evaluate_stage(d: dict[str, Path], work: Path, reports: Path) -> dict[str, Any]:
+def evaluate_stage(d: dict[str, Path], work: Path, reports: Path, variance_weights: bool) -> dict[str, Any]:
     from pinrel.eval import evaluate
     from pinrel.records import read_records
 
     heldout = read_records(d["heldout"], grades=GRADES)
     train = read_records(d["train"], grades=GRADES)
     runs = [("teacher", "teacher", train, ("bm25", "hashed_lr")), ("student", "student", train, ())]
-    if train.column("weight").null_count < train.num_rows:
+    if variance_weights:
         # Weighted data: the baselines fitted without the weights too, as every earlier run fitted them.
         plain = train.drop_columns(["weight"])
         runs.append(("teacher", "unweighted_baselines", plain, ("bm25", "hashed_lr")))
@@ -738,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = stage(
         "evaluate",
         lambda: all((reports / n / "metrics.json").is_file() for n in evaluated),
-        lambda: evaluate_stage(d, work, reports),
+        lambda: evaluate_stage(d, work, reports, args.variance_weights),
         lambda: {n: read_json(reports / n / "metrics.json") for n in evaluated},
     )
     heldout = pq.read_metadata(d["heldout"]).num_rows

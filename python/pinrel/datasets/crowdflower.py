@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -91,17 +91,17 @@ def _load_file(f: Path, variance_weights: bool) -> pa.Table:
         return [row[j] for row in rows] if j is not None else [""] * len(rows)
 
     queries = column("query")
-    columns: dict[str, list[str | float | None]] = {
-        "query": list(queries),
-        "title": list(column("product_title")),
-        "description": list(column("product_description")),
+    columns: dict[str, Sequence[str | float | None]] = {
+        "query": queries,
+        "title": column("product_title"),
+        "description": column("product_description"),
         "lang": ["en"] * len(rows),
         "query_id": [text_id(q) for q in queries],
-        "item_id": list(column("id")),
-        "label": list(column("median_relevance")),
+        "item_id": column("id"),
+        "label": column("median_relevance"),
     }
     if variance_weights:
-        columns["weight"] = list(_weights(f, column("relevance_variance"), lines))
+        columns["weight"] = _weights(f, column("relevance_variance"), lines)
     return make_records(
         columns,
         grades=CROWDFLOWER_GRADES,
