@@ -452,10 +452,18 @@ def test_killed_worker_resumes_from_checkpoint(
 
 
 @pytest.mark.slow
-def test_rerun_resumes_and_restart_starts_over(trained: dict[str, Any], labels_dir: Path) -> None:
+def test_rerun_resumes_and_restart_starts_over(
+    trained: dict[str, Any], labels_dir: Path, tmp_path: Path
+) -> None:
     out: Path = trained["out"]
     with pytest.raises(ValueError, match="other model settings"):
         distill(labels_dir, out, {**TINY, "student": {"embed_dim": 8}})
+    # The same settings on other label shards, or another dev split: refused before any training.
+    other = write_shards(tmp_path / "other-labels", label_rows(200, 10, seed=1))
+    with pytest.raises(ValueError, match="other data"):
+        distill(other, out, {**TINY, "epochs": 4})
+    with pytest.raises(ValueError, match="other data"):
+        distill(labels_dir, out, {**TINY, "epochs": 4, "dev": 0.3})
     more = distill(labels_dir, out, {**TINY, "epochs": 4})
     assert [h["epoch"] for h in more["history"]] == [1, 2, 3, 4]
     assert more["history"][-1]["resumed_from_epoch"] == 3

@@ -30,6 +30,7 @@ from pinrel.records import (
     parse_mapping,
     query_key,
     read_records,
+    records_digest,
     split_by_query,
     text_id,
     validate_records,
@@ -94,6 +95,29 @@ def write_text(path: Path, text: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ round trips
+
+
+def test_records_digest_is_about_content(tmp_path: Path, table: pa.Table) -> None:
+    digest = records_digest(table)
+    assert len(digest) == 64
+    # The same rows read back, rechunked or with other schema metadata: the same digest.
+    write_records(table, tmp_path / "r.parquet")
+    assert records_digest(read_records(tmp_path / "r.parquet")) == digest
+    assert records_digest(pa.concat_tables([table.slice(0, 1), table.slice(1)])) == digest
+    assert records_digest(table.replace_schema_metadata({GRADES_KEY: "9"})) == digest
+    # Any change in a row, the row order or the weights: another digest.
+    weighted = make_records([{**r, "weight": 2.0} if r["query"] == "red mug" else r for r in ROWS])
+    others = [
+        table.slice(1),
+        table.take([1, 0, 2]),
+        weighted,
+        make_records([*ROWS[:2], {**ROWS[2], "label": 2}]),
+    ]
+    assert len({digest, *(records_digest(t) for t in others)}) == 1 + len(others)
+    with pytest.raises(RecordsError, match="lacks field"):
+        records_digest(table.drop_columns(["title"]))
+    with pytest.raises(TypeError, match=r"pyarrow\.Table"):
+        records_digest(ROWS)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("ext", ["parquet", "csv", "tsv", "jsonl"])

@@ -20,7 +20,7 @@ import torch
 import pinrel
 from pinrel.cli import main as cli_main
 from pinrel.predictor import ModelDirError, load_predictor
-from pinrel.records import make_records, write_records
+from pinrel.records import make_records, records_digest, write_records
 from pinrel.teacher import TeacherConfig, TeacherError, load_teacher, train_teacher
 from pinrel.testing import tiny_bert, tiny_llama
 
@@ -164,6 +164,8 @@ def test_bert_manifest_and_outputs(bert_run: tuple[Path, dict[str, Any]], data: 
     assert manifest["grades"] == 5 and manifest["lora"] is None and manifest["decoder"] is False
     assert manifest["architecture"] == "BertForSequenceClassification"
     assert manifest["train_rows"] == 300 and manifest["dev_rows"] == 90
+    assert manifest["train_sha256"] == records_digest(data["train"])
+    assert manifest["dev_sha256"] == records_digest(data["dev"]) != manifest["train_sha256"]
     assert manifest["assembly_spec"] == pinrel.AssemblySpec().to_dict()
     assert set(manifest["metrics"]) == {"loss", "accuracy", "mae"}
     assert manifest["metrics"]["accuracy"] == manifest["history"][-1]["dev_accuracy"]
@@ -219,6 +221,39 @@ def test_rerun_when_done_only_exports(
         train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, max_length=32), out)
     with pytest.raises(TeacherError, match="after 2 epochs"):
         train_teacher(data["train"], data["dev"], config(bert_model, epochs=1), out)
+    # Other records under the same settings: one more epoch would train one model on two datasets.
+    with pytest.raises(TeacherError, match=r"different run \(train_data changed\)"):
+        train_teacher(data["train"].slice(1), data["dev"], config(bert_model, epochs=3), out)
+    relabelled = data["dev"].set_column(
+        data["dev"].schema.get_field_index("label"), "label", pa.array([1] * 90, pa.int32())
+    )
+    with pytest.raises(TeacherError, match=r"different run \(dev_data changed\)"):
+        train_teacher(data["train"], relabelled, config(bert_model, epochs=3), out)
+    with pytest.raises(TeacherError, match=r"dev_data changed"):
+        train_teacher(data["train"], None, config(bert_model, epochs=3), out)
+
+
+def test_checkpoints_without_data_identity_still_resume(
+    bert_resumed: dict[str, Any],
+    bert_run: tuple[Path, dict[str, Any]],
+    data: dict[str, Any],
+    bert_model: Path,
+) -> None:
+    # Checkpoints from before pinrel recorded the data carry no train_data/dev_data: they cannot be
+    # checked, and refusing them would strand every unfinished run.
+    out, _ = bert_run
+    legacy = data["root"] / "bert-teacher-legacy"
+    shutil.copytree(out, legacy)
+    states = list((legacy / "_ray").rglob("state.json"))
+    assert states
+    for path in states:
+        state = json.loads(path.read_text())
+        for key in ("train_data", "dev_data"):
+            del state["fingerprint"][key]
+        path.write_text(json.dumps(state))
+    again = train_teacher(data["train"].slice(1), data["dev"], config(bert_model, epochs=2), legacy)
+    assert again["history"] == bert_resumed["history"]
+    assert again["train_rows"] == 299
 
 
 def test_keep_best_exports_the_epoch_with_the_lowest_dev_loss(

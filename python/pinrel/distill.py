@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from .assembly import ITEM_FIELDS, AssemblySpec
 from .features import FeatureHasher
+from .io import atomic_write_text, hash_file_ends
 from .student import Features, StudentConfig, StudentModel, featurize, save_student
 
 __all__ = [
@@ -895,20 +896,44 @@ def _datasets(plan: _Plan) -> dict[str, Any]:
     return out
 
 
-def _check_run_dir(storage: Path, fp: str, restart: bool) -> None:
-    """A second run in the same out_dir resumes the first, unless the model settings changed."""
+def _data_fingerprint(plan: _Plan, dev: Any) -> str:
+    """What the run trains and selects on: the label shards and the dev set (a fraction of the
+    training queries, other shards or a records file), hashed by file name, size and ends."""
+    h = hashlib.sha256()
+    for f in plan.labels.files:
+        hash_file_ends(h, Path(f))
+    h.update(b"\0dev\0")
+    if plan.dev_fraction is not None:
+        h.update(repr(plan.dev_fraction).encode())
+    elif plan.dev_set is not None:
+        for f in plan.dev_set.files:
+            hash_file_ends(h, Path(f))
+    elif plan.dev_table is not None:
+        hash_file_ends(h, Path(dev))
+    return h.hexdigest()[:16]
+
+
+def _check_run_dir(storage: Path, fp: str, data: str, restart: bool) -> None:
+    """A second run in the same out_dir resumes the first, unless the model settings or the data
+    changed: resuming then would train one student on two datasets."""
     if restart and storage.exists():
         shutil.rmtree(storage)
     run_file = storage / RUN_FILE
     if run_file.is_file():
-        old = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
-        if old != fp:
+        old = json.loads(run_file.read_text(encoding="utf-8"))
+        if old.get("fingerprint") != fp:
             raise ValueError(
                 f"{storage.parent} holds a run with other model settings (hasher, sizes or assembly); "
                 "pass restart=True (--restart) to start over, or use another out dir"
             )
+        # Runs from before pinrel recorded their data have no "data": they resume as before.
+        if old.get("data", data) != data:
+            raise ValueError(
+                f"{storage.parent} holds a run on other data (the label shards or the dev set changed); "
+                "pass restart=True (--restart) to start over, or use another out dir"
+            )
     storage.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps({"fingerprint": fp}), encoding="utf-8")
+    atomic_write_text(run_file, json.dumps({"fingerprint": fp, "data": data}))
 
 
 def _kill_at_epoch() -> int | None:
@@ -1034,7 +1059,7 @@ def distill(
     )
     fp = _fingerprint(student, hasher, spec)
     storage = out.resolve() / STORAGE
-    _check_run_dir(storage, fp, restart)
+    _check_run_dir(storage, fp, _data_fingerprint(plan, cfg.dev), restart)
     loop_cfg = {
         "student": student.to_dict(),
         "hasher": hasher.get_params(),

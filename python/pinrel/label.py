@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
-from .io import atomic_write_with
+from .io import atomic_write_with, hash_file_ends
 from .predictor import ModelDirError, mean_probs, model_dirs, read_manifest
 from .records import GRADES_KEY, SCHEMA, RecordsError, make_records, num_grades, read_records
 
@@ -65,9 +65,6 @@ DEFAULT_SHARD_SIZE = 10_000
 DEFAULT_MAX_TOKENS = 16_384
 _SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 _LOCK_NAME = ".lock"
-# Fingerprints hash the head and tail of big files instead of all of them: a Parquet footer (in the
-# tail) changes with any edit, and safetensors weights differ in both ends after any training step.
-_FINGERPRINT_BYTES = 1 << 20
 # Assembly limits that never bind, to tell whether the real budget truncated a pair.
 _UNBOUNDED = 1_000_000
 
@@ -81,16 +78,6 @@ class LabelError(ValueError):
 
 
 # --------------------------------------------------------------------------------------- identity
-
-
-def _hash_file_ends(h: Any, path: Path) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}\0{size}\0".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(_FINGERPRINT_BYTES))
-        if size > _FINGERPRINT_BYTES:
-            f.seek(max(size - _FINGERPRINT_BYTES, _FINGERPRINT_BYTES))
-            h.update(f.read())
 
 
 def teacher_identity(teacher: str | os.PathLike[str]) -> dict[str, Any]:
@@ -114,7 +101,7 @@ def teacher_identity(teacher: str | os.PathLike[str]) -> dict[str, Any]:
     if not weights:
         raise ModelDirError(f"teacher: {model_dir} has no weight files (*.safetensors)")
     for w in weights:
-        _hash_file_ends(h, w)
+        hash_file_ends(h, w)
     return {"sha256": h.hexdigest(), "path": str(tdir.resolve()), "base_model": manifest.get("base_model")}
 
 
@@ -135,7 +122,7 @@ def pairs_fingerprint(pairs: str | os.PathLike[str], rows: int) -> dict[str, Any
     a copy or a `touch` changes without changing a single pair)."""
     path = Path(pairs)
     h = hashlib.sha256()
-    _hash_file_ends(h, path)
+    hash_file_ends(h, path)
     return {"path": str(path.resolve()), "size": path.stat().st_size, "rows": rows, "sha256": h.hexdigest()}
 
 

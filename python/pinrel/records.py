@@ -59,6 +59,7 @@ __all__ = [
     "query_key",
     "read_delimited",
     "read_records",
+    "records_digest",
     "split_by_query",
     "text_id",
     "validate_records",
@@ -916,6 +917,19 @@ def validate_records(table: pa.Table, grades: int | None = None, require_labels:
             f"records: {labels.null_count} of {len(labels)} pairs are unlabeled (first at {row_name(i)}); "
             "graded pairs are required here"
         )
+
+
+def records_digest(table: pa.Table) -> str:
+    """A sha256 (hex) of a records table's contents: its rows in order, not how they are chunked or
+    where they were read from, so the same records from a file or from memory give the same digest."""
+    validate_records(table)
+    table = table.combine_chunks()
+    # Schema metadata (K, pandas notes) is not content; K is checked on its own wherever it matters.
+    canonical = pa.Table.from_arrays([table.column(n) for n in SCHEMA.names], schema=SCHEMA)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA) as writer:
+        writer.write_table(canonical)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- writers

@@ -329,9 +329,23 @@ def _target_modules(cfg: TeacherConfig, model_type: str) -> list[str] | str | No
     return list(found) if found else "all-linear"
 
 
-def fingerprint(cfg: TeacherConfig, info: ModelInfo) -> dict[str, Any]:
-    """The settings a checkpoint's tensors depend on: resuming under different ones would be nonsense."""
+def data_identity(table: pa.Table | None) -> dict[str, Any] | None:
+    """Rows and content hash of a loaded records table (None for no dev set)."""
+    from .records import records_digest
+
+    return None if table is None else {"rows": table.num_rows, "sha256": records_digest(table)}
+
+
+# Checkpoints written before pinrel recorded its data lack these keys; they resume as before.
+DATA_KEYS = ("train_data", "dev_data")
+
+
+def fingerprint(cfg: TeacherConfig, info: ModelInfo, train: pa.Table, dev: pa.Table | None) -> dict[str, Any]:
+    """What a checkpoint's tensors depend on, settings and data: resuming under different ones would
+    train one model on two datasets, and report the second."""
     return {
+        "train_data": data_identity(train),
+        "dev_data": data_identity(dev),
         "model": info.source,
         "grades": cfg.grades,
         "lora": info.lora,
@@ -957,7 +971,8 @@ def _checkpoint_state(checkpoint: Any) -> dict[str, Any]:
 
 def _check_resumable(state: dict[str, Any], fp: dict[str, Any], epochs: int, run_dir: Path) -> None:
     old = state.get("fingerprint", {})
-    changed = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+    keys = (set(old) | set(fp)) - {k for k in DATA_KEYS if k not in old}
+    changed = sorted(k for k in keys if old.get(k) != fp.get(k))
     if changed:
         raise TeacherError(
             f"{run_dir} holds a checkpoint of a different run ({', '.join(changed)} changed); "
@@ -1095,7 +1110,7 @@ def train_teacher(
     spec = cfg.assembly_spec()
     train_table = load_records(train, "train", cfg.grades, mapping)
     dev_table = load_records(dev, "dev", cfg.grades, mapping) if dev is not None else None
-    fp = fingerprint(cfg, info)
+    fp = fingerprint(cfg, info, train_table, dev_table)
 
     run_dir = out / RAY_DIR / RUN_NAME
     if not resume and run_dir.exists():
@@ -1121,6 +1136,8 @@ def train_teacher(
         train_rows=train_table.num_rows,
         weighted_rows=train_table.num_rows - train_table.column("weight").null_count,
         dev_rows=dev_table.num_rows if dev_table is not None else 0,
+        train_sha256=fp["train_data"]["sha256"],
+        dev_sha256=fp["dev_data"]["sha256"] if fp["dev_data"] else None,
         seconds=time.perf_counter() - started,
     )
     write_manifest(out, manifest)
