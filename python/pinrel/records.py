@@ -919,17 +919,37 @@ def validate_records(table: pa.Table, grades: int | None = None, require_labels:
         )
 
 
+class _HashSink(io.RawIOBase):
+    """A write-only file that feeds a hash: the IPC stream is digested as written, never held whole."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.hash.update(b)
+        return memoryview(b).nbytes
+
+
+# Rows per IPC batch in `records_digest`: fixed, so the source's chunking does not reach the digest.
+_DIGEST_ROWS = 65_536
+
+
 def records_digest(table: pa.Table) -> str:
     """A sha256 (hex) of a records table's contents: its rows in order, not how they are chunked or
     where they were read from, so the same records from a file or from memory give the same digest."""
     validate_records(table)
-    table = table.combine_chunks()
     # Schema metadata (K, pandas notes) is not content; K is checked on its own wherever it matters.
-    canonical = pa.Table.from_arrays([table.column(n) for n in SCHEMA.names], schema=SCHEMA)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, SCHEMA) as writer:
-        writer.write_table(canonical)
-    return hashlib.sha256(sink.getvalue()).hexdigest()
+    table = pa.Table.from_arrays([table.column(n) for n in SCHEMA.names], schema=SCHEMA)
+    sink = _HashSink()
+    with pa.PythonFile(sink, mode="w") as f, pa.ipc.new_stream(f, SCHEMA) as writer:
+        for start in range(0, table.num_rows, _DIGEST_ROWS):
+            # take() writes fresh buffers: a sliced array keeps its parent's offsets and bits, which
+            # the IPC stream would carry into the digest.
+            writer.write_table(table.take(np.arange(start, min(start + _DIGEST_ROWS, table.num_rows))))
+    return sink.hash.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- writers
