@@ -40,10 +40,10 @@ def step(name: str, fn: Callable[[], T], describe: Callable[[T], str]) -> T:
 def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from .records import SCHEMA, read_records, split_by_query, write_records
 
-    data = work / "data"
     if args.data is None:
         from .datasets import sample
 
+        data = work / "data"
         manifest = sample.ensure(data, seed=args.seed)
         queries = pq.read_table(data / "queries.parquet")
         # Candidates only for queries outside dev/test, so evaluation stays on unseen queries.
@@ -61,6 +61,8 @@ def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }
     table = read_records(args.data, grades=args.grades)
     train, dev, test = split_by_query(table, (0.8, 0.1, 0.1), seed=args.seed)
+    # Not the sample's folder: its complete files would later pass for the sample again.
+    data = work / "user-data"
     data.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, part in (("train", train), ("dev", dev), ("test", test)):
@@ -81,6 +83,45 @@ def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "queries": data / "candidate_queries.parquet",
         "grades": args.grades,
     }
+
+
+# What the stages leave in the work folder; a demo of other data starts them over.
+STAGE_OUTPUTS = ("scratch-bert", "teacher", "pairs.parquet", "labels", "student")
+STAMP = "demo.json"
+
+
+def start_over_if_new_data(work: Path, d: dict[str, Any]) -> bool:
+    """Clear the stage outputs in `work` if they came from other records (or another K) than `d`'s.
+
+    The stages resume what they find, and each refuses outputs made from other data (rightly: a
+    resumed teacher would learn from two datasets); the demo's folder is its own scratch space, so a
+    demo of new data starts over there instead of stopping. Returns whether it cleared anything.
+    """
+    import shutil
+
+    from .io import atomic_write_text
+    from .records import read_records, records_digest
+
+    identity = {name: records_digest(read_records(d[name])) for name in ("train", "dev", "test")}
+    identity["grades"] = d["grades"]
+    stamp = work / STAMP
+    try:
+        previous = json.loads(stamp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    cleared = False
+    if previous is not None and previous != identity:
+        print(f"{work} holds a demo of other data: starting its stages over", flush=True)
+        for name in STAGE_OUTPUTS:
+            path = work / name
+            if path.is_dir():
+                shutil.rmtree(path)
+                cleared = True
+            elif path.exists():
+                path.unlink()
+                cleared = True
+    atomic_write_text(stamp, json.dumps(identity, sort_keys=True))
+    return cleared
 
 
 def teacher_model(args: argparse.Namespace, work: Path, texts: list[str], grades: int) -> tuple[str, str]:
@@ -183,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     d = step("data", lambda: prepare_data(args, work), lambda d: f"{d['source']}, {d['grades']} grades")
     grades = d["grades"]
+    start_over_if_new_data(work, d)
     train_rows = read_records(d["train"])
     model, model_desc = teacher_model(args, work, train_rows.column("query").to_pylist(), grades)
 
