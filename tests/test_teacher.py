@@ -19,6 +19,7 @@ import torch
 
 import pinrel
 from pinrel.cli import main as cli_main
+from pinrel.label import teacher_identity
 from pinrel.predictor import ModelDirError, load_predictor
 from pinrel.records import make_records, records_digest, write_records
 from pinrel.teacher import TeacherConfig, TeacherError, load_teacher, train_teacher
@@ -215,8 +216,20 @@ def test_rerun_when_done_only_exports(
     bert_model: Path,
 ) -> None:
     out, _ = bert_run
+    before = {p: p.read_bytes() for p in (out / "pinrel.json", out / "model" / "model.safetensors")}
+    identity = teacher_identity(out)
     again = train_teacher(data["train"], data["dev"], config(bert_model, epochs=2), out)
     assert again["history"] == bert_resumed["history"]
+    # Nothing to train and the export is current: nothing is rewritten, so labels made from this
+    # teacher still count as its own.
+    assert again == json.loads((out / "pinrel.json").read_text())
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert teacher_identity(out) == identity
+    # An export that is gone (or half there) is written again from the checkpoint.
+    shutil.rmtree(out / "model")
+    again = train_teacher(data["train"], data["dev"], config(bert_model, epochs=2), out)
+    assert again["history"] == bert_resumed["history"] and again["resumed_from_epoch"] == 2
+    assert (out / "model" / "model.safetensors").read_bytes() == before[out / "model" / "model.safetensors"]
     with pytest.raises(TeacherError, match="different run"):
         train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, max_length=32), out)
     with pytest.raises(TeacherError, match="after 2 epochs"):

@@ -1128,20 +1128,52 @@ def train_teacher(
     if prev_state is None or int(prev_state["epoch"]) < cfg.epochs:
         _run_training(plan, cfg, train_table, dev_table, spec, out, select)
     checkpoint, chosen, latest = _chosen_checkpoint(run_dir, select)
-    with checkpoint.as_directory() as d:
-        architecture = export(Path(d), plan, out)
-
-    manifest = _manifest(cfg, info, spec, chosen, latest, architecture, prev_state)
+    manifest = _manifest(cfg, info, spec, chosen, latest, prev_state)
     manifest.update(
         train_rows=train_table.num_rows,
         weighted_rows=train_table.num_rows - train_table.column("weight").null_count,
         dev_rows=dev_table.num_rows if dev_table is not None else 0,
         train_sha256=fp["train_data"]["sha256"],
         dev_sha256=fp["dev_data"]["sha256"] if fp["dev_data"] else None,
-        seconds=time.perf_counter() - started,
     )
+    if prev_state is not None and int(prev_state["epoch"]) >= cfg.epochs:
+        kept = _current_export(out, manifest)
+        if kept is not None:
+            return kept
+    with checkpoint.as_directory() as d:
+        manifest["architecture"] = export(Path(d), plan, out)
+    manifest["seconds"] = time.perf_counter() - started
     write_manifest(out, manifest)
     return manifest
+
+
+# What a rerun changes in the manifest without changing the model.
+_BOOKKEEPING = ("architecture", "seconds", "resumed_from_epoch")
+
+
+def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest already in `out` when it describes this very export and the model files are there.
+
+    Exporting again would rewrite the same weights (gigabytes for an LLM) and a new pinrel.json, and
+    labels made from the teacher would then count as another teacher's and be refused.
+    """
+    try:
+        existing = read_manifest(out)
+    except ModelDirError:
+        return None
+    model = out / MODEL_DIR
+    if not (model / "config.json").is_file() or not any(model.glob("*.safetensors")):
+        return None
+    if manifest["lora"] and not (out / ADAPTER_DIR).is_dir():
+        return None
+
+    def model_part(m: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in m.items() if k not in _BOOKKEEPING}
+
+    # Through JSON, as the stored one went: tuples become lists; a NaN never compares equal, so
+    # a manifest holding one is simply exported again.
+    fresh = json.loads(json.dumps(manifest))
+    return existing if model_part(fresh) == model_part(existing) else None
 
 
 def _manifest(
@@ -1150,10 +1182,10 @@ def _manifest(
     spec: AssemblySpec,
     chosen: dict[str, Any],
     latest: dict[str, Any],
-    architecture: str,
     prev_state: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """`chosen` is the state of the exported checkpoint; `latest` (the last epoch's) holds the whole run."""
+    """`chosen` is the state of the exported checkpoint; `latest` (the last epoch's) holds the whole run.
+    The export adds the architecture, and the run its seconds."""
     import pinrel
 
     selected = chosen["history"][-1]
@@ -1162,7 +1194,6 @@ def _manifest(
         "version": pinrel.__version__,
         "grades": cfg.grades,
         "base_model": cfg.model,
-        "architecture": architecture,
         "decoder": info.decoder,
         "lora": lora_settings(cfg, info),
         "max_length": cfg.max_length,
