@@ -277,6 +277,50 @@ def test_other_bad_columns_are_refused(tmp_path: Path) -> None:
         scan_labels(write_shards(tmp_path / "ok", label_rows(2, 2), shards=1), embedding_column="emb")
 
 
+WEIGHTED_SCHEMA = LABEL_SCHEMA.append(pa.field("weight", pa.float64()))
+
+
+def test_bad_weights_are_refused(tmp_path: Path) -> None:
+    for i, bad in enumerate([0.0, -1.0, float("nan"), float("inf")]):
+        rows = [{**r, "weight": 1.0} for r in label_rows(5, 4)]
+        rows[6]["weight"] = bad
+        with pytest.raises(ValueError, match=r"row 6: weight .* should be a finite number > 0"):
+            scan_labels(write_shards(tmp_path / f"w{i}", rows, shards=1, schema=WEIGHTED_SCHEMA))
+    schema = LABEL_SCHEMA.append(pa.field("weight", pa.string()))
+    rows = [{**r, "weight": "heavy"} for r in label_rows(2, 2)]
+    with pytest.raises(ValueError, match="column 'weight' should hold numbers"):
+        scan_labels(write_shards(tmp_path / "text", rows, shards=1, schema=schema))
+    # Null weights count as 1, and a shard set with them scans.
+    rows = [{**r, "weight": None if i % 2 else 2.0} for i, r in enumerate(label_rows(2, 2))]
+    assert (
+        "weight" in scan_labels(write_shards(tmp_path / "ok", rows, shards=1, schema=WEIGHTED_SCHEMA)).columns
+    )
+
+
+def test_grade_weights_scale_to_mean_one_over_labelled_rows() -> None:
+    rows = label_rows(2, 3)
+    for i, (r, w) in enumerate(zip(rows, [2.0, None, 0.5, 1.0, None, 2.5], strict=True)):
+        r["weight"], r["label"] = w, 1 + i % GRADES
+    table = pa.Table.from_pylist(rows, schema=WEIGHTED_SCHEMA)
+    labels = np.array([0, -1, 2, 3, 1, -1], dtype=np.int64)
+    weights = D._grade_weights(table, labels)
+    raw = np.array([2.0, 1.0, 0.5, 1.0, 1.0, 2.5])
+    np.testing.assert_allclose(weights, raw / raw[labels >= 0].mean(), rtol=1e-6)
+    assert weights.dtype == np.float32
+    # No weight column, or weights that are all 1: exactly ones, so training is unchanged.
+    plain = pa.Table.from_pylist(label_rows(2, 3), schema=LABEL_SCHEMA)
+    assert (D._grade_weights(plain, labels) == 1.0).all()
+    ones = table.set_column(table.schema.get_field_index("weight"), "weight", pa.array([1.0] * 6))
+    assert (D._grade_weights(ones, labels) == 1.0).all()
+    # What a worker builds from a shard carries them.
+    hasher = pinrel.FeatureHasher(n_features=2**10)
+    cfg = StudentConfig(grades=GRADES, n_features=hasher.n_features)
+    data = D._table_data(table, hasher, pinrel.AssemblySpec(), cfg)
+    expected = D._grade_weights(table, data.labels)
+    assert not (expected == 1.0).all()
+    np.testing.assert_array_equal(data.weights, expected)
+
+
 # ------------------------------------------------------------------------------------- loss (fast)
 
 
@@ -299,6 +343,17 @@ def test_distill_loss() -> None:
     assert float(ce0) == 0.0
     loss.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    # Per-row weights scale each human grade's CE; weights of 1 are the unweighted loss, exactly.
+    weights = torch.tensor([2.0, 5.0, 0.5, 5.0, 1.0, 5.0])
+    _, kl_w, ce_w = distill_loss(logits, probs, labels, 2.0, 0.5, weights)
+    rows = torch.nn.functional.cross_entropy(logits, labels.clamp_min(0), reduction="none")
+    has = labels >= 0
+    assert torch.isclose(ce_w, (rows * weights)[has].sum() / has.sum())
+    assert torch.equal(kl_w, kl)
+    _, _, ce1 = distill_loss(logits, probs, labels, 2.0, 0.5, torch.ones(6))
+    assert torch.equal(ce1, ce)
+    with pytest.raises(ValueError, match="weights: expected shape"):
+        distill_loss(logits, probs, labels, 2.0, 0.5, torch.ones(5))
     with pytest.raises(ValueError, match="temperature"):
         distill_loss(logits, probs, labels, temperature=0.0)
     with pytest.raises(ValueError, match="differ"):
@@ -435,6 +490,17 @@ def test_artifact_round_trip(trained: dict[str, Any], labels_dir: Path) -> None:
     assert agreement > 0.7
     one = scorer.score(table["query"][0].as_py(), table.slice(0, 10))
     np.testing.assert_allclose(one.probs, probs[:10], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_weighted_shards_distill_on_ray(ray_local: None, tmp_path: Path) -> None:
+    # The weight column travels from the shards through Ray Data into each worker's loss.
+    rows = [{**r, "weight": (0.5, 2.0, None)[i % 3]} for i, r in enumerate(label_rows(60, 5))]
+    labels = write_shards(tmp_path / "labels", rows, schema=WEIGHTED_SCHEMA)
+    assert "weight" in scan_labels(labels).columns
+    summary = distill(labels, tmp_path / "student", {**TINY, "epochs": 1})
+    assert summary["train_rows"] > 0 and np.isfinite(summary["history"][0]["ce"])
+    assert Scorer.load(tmp_path / "student").grades == GRADES
 
 
 @pytest.mark.slow

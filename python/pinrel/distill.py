@@ -293,7 +293,7 @@ def _columns(schema: pa.Schema, where: str, extra: str | None) -> list[str]:
         raise ValueError(f"{where}: none of the item fields {list(ITEM_FIELDS)} is present")
     if extra is not None and extra not in names:
         raise ValueError(f"{where}: the embedding column {extra!r} is missing")
-    optional = [c for c in ("label", "query_id") if c in names]
+    optional = [c for c in ("label", "query_id", "weight") if c in names]
     return required + items + optional + ([extra] if extra else [])
 
 
@@ -340,6 +340,18 @@ def _check_labels(col: pa.ChunkedArray, k: int, where: str, offset: int) -> int:
         i = _first_true(bad)
         raise ValueError(f"{where}: row {offset + i}: label {col[i].as_py()} is outside 1..{k}")
     return len(col) - col.null_count
+
+
+def _check_weights(col: pa.ChunkedArray, where: str, offset: int) -> None:
+    if pa.types.is_null(col.type):
+        return
+    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+        raise ValueError(f"{where}: column 'weight' should hold numbers, got {col.type}")
+    w = pc.cast(col, pa.float64())
+    bad = pc.invert(pc.and_(pc.is_finite(w), pc.greater(w, 0))).fill_null(False)
+    if pc.any(bad).as_py():
+        i = _first_true(bad)
+        raise ValueError(f"{where}: row {offset + i}: weight {w[i].as_py()} should be a finite number > 0")
 
 
 def _check_queries_col(col: pa.ChunkedArray, where: str, offset: int) -> None:
@@ -395,6 +407,8 @@ def scan_labels(labels_dir: str | os.PathLike[str], embedding_column: str | None
             k = _check_probs(t.column("probs"), k, f, rows) or k
             if "label" in cols and k is not None:
                 labeled += _check_labels(t.column("label"), k, f, rows)
+            if "weight" in cols:
+                _check_weights(t.column("weight"), f, rows)
             if embedding_column is not None:
                 extra_dim = _check_extra(t.column(embedding_column), extra_dim, f, rows)
             rows += t.num_rows
@@ -457,11 +471,14 @@ def distill_loss(
     labels: torch.Tensor,
     temperature: float = 2.0,
     label_weight: float = 0.5,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`(loss, kl, ce)`: T² · KL(teacher_T || student_T) + label_weight · CE on human labels.
 
     `labels` are 0-based grade indices with -1 for pairs without a human label (excluded).  The T²
     factor keeps the soft-label gradients on the same scale whatever T is (Hinton et al., 2015).
+    `weights` (per row, the records' `weight`) scale each human grade's CE; the teacher's soft labels
+    stay unweighted, since the weight says how far the raters agreed, not the teacher.
     """
     if logits.ndim != 2 or teacher_probs.shape != logits.shape:
         raise ValueError(
@@ -469,6 +486,8 @@ def distill_loss(
         )
     if labels.shape != logits.shape[:1]:
         raise ValueError(f"labels: expected shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+    if weights is not None and weights.shape != labels.shape:
+        raise ValueError(f"weights: expected shape ({logits.shape[0]},), got {tuple(weights.shape)}")
     t = _check_number(temperature, "temperature", 0.0, lo_open=True)
     w = _check_number(label_weight, "label_weight", 0.0)
     log_q = F.log_softmax(logits / t, dim=1)
@@ -477,6 +496,8 @@ def distill_loss(
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean() * (t * t)
     has_label = labels >= 0
     ce_rows = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")
+    if weights is not None:
+        ce_rows = ce_rows * weights
     # Sum over labelled rows / their count: a batch without labels contributes 0, never NaN.
     ce = (ce_rows * has_label).sum() / has_label.sum().clamp_min(1)
     return kl + w * ce, kl.detach(), ce.detach()
@@ -491,6 +512,7 @@ class _Data:
     probs: npt.NDArray[np.float32] | None  # [n, K] teacher soft labels (None for a records dev set)
     labels: npt.NDArray[np.int64]  # 0-based human grade, -1 when absent
     groups: npt.NDArray[np.object_]  # query ids for nDCG
+    weights: npt.NDArray[np.float32]  # of the human-grade term, mean 1 over the labelled rows
 
     def __len__(self) -> int:
         return len(self.features)
@@ -511,7 +533,20 @@ def _table_data(table: pa.Table, hasher: FeatureHasher, spec: AssemblySpec, cfg:
         labels = np.full(table.num_rows, -1, dtype=np.int64)
     ids = table.column("query_id").to_pylist() if "query_id" in table.column_names else [None] * len(queries)
     groups = np.array([i if i else query_key(q) for i, q in zip(ids, queries, strict=True)], dtype=object)
-    return _Data(features, probs, labels, groups)
+    return _Data(features, probs, labels, groups, _grade_weights(table, labels))
+
+
+def _grade_weights(table: pa.Table, labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    """The records' `weight` (null = 1) scaled to mean 1 over the labelled rows, as the teacher scales
+    its own, so that weights change how the human grades share the term, not the term's size."""
+    weights = np.ones(table.num_rows, dtype=np.float32)
+    if "weight" not in table.column_names or pa.types.is_null(table.column("weight").type):
+        return weights
+    raw = pc.fill_null(pc.cast(table.column("weight"), pa.float64()), 1.0).to_numpy(zero_copy_only=False)
+    labelled = labels >= 0
+    if not labelled.any() or (raw[labelled] == 1.0).all():
+        return weights  # exactly ones: unweighted records train exactly as before
+    return (raw / raw[labelled].mean()).astype(np.float32)
 
 
 def _read_shard(iterator: Any) -> pa.Table:
@@ -590,12 +625,15 @@ def _all_reduce(values: list[float], device: torch.device, op: str = "sum") -> l
     return [float(x) for x in t.cpu().tolist()]
 
 
-def _batch(data: _Data, rows: npt.NDArray[np.int64], device: torch.device) -> tuple[dict[str, Any], Any, Any]:
+def _batch(
+    data: _Data, rows: npt.NDArray[np.int64], device: torch.device
+) -> tuple[dict[str, Any], Any, Any, Any]:
     assert data.probs is not None
     inputs = data.features.take(rows).tensors(device)
     probs = torch.from_numpy(data.probs[rows]).to(device)
     labels = torch.from_numpy(data.labels[rows]).to(device)
-    return inputs, probs, labels
+    weights = torch.from_numpy(data.weights[rows]).to(device)
+    return inputs, probs, labels, weights
 
 
 def _train_epoch(
@@ -613,9 +651,9 @@ def _train_epoch(
     sums = np.zeros(7)  # loss, kl, ce, rows, labelled rows, correct on labelled, agreement with teacher
     for step in range(steps):
         rows = order[step * bs : (step + 1) * bs]
-        inputs, probs, labels = _batch(data, rows, device)
+        inputs, probs, labels, weights = _batch(data, rows, device)
         logits = model(**inputs)
-        loss, kl, ce = distill_loss(logits, probs, labels, cfg["temperature"], cfg["label_weight"])
+        loss, kl, ce = distill_loss(logits, probs, labels, cfg["temperature"], cfg["label_weight"], weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
