@@ -345,13 +345,14 @@ def _check_labels(col: pa.ChunkedArray, k: int, where: str, offset: int) -> int:
 def _check_weights(col: pa.ChunkedArray, where: str, offset: int) -> None:
     if pa.types.is_null(col.type):
         return
+    from .records import first_bad_weight
+
     if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
         raise ValueError(f"{where}: column 'weight' should hold numbers, got {col.type}")
-    w = pc.cast(col, pa.float64())
-    bad = pc.invert(pc.and_(pc.is_finite(w), pc.greater(w, 0))).fill_null(False)
-    if pc.any(bad).as_py():
-        i = _first_true(bad)
-        raise ValueError(f"{where}: row {offset + i}: weight {w[i].as_py()} should be a finite number > 0")
+    i = first_bad_weight(col)
+    if i is not None:
+        value = float(col[i].as_py())
+        raise ValueError(f"{where}: row {offset + i}: weight {value} should be a finite number > 0")
 
 
 def _check_queries_col(col: pa.ChunkedArray, where: str, offset: int) -> None:

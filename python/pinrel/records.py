@@ -50,6 +50,7 @@ __all__ = [
     "bin_labels",
     "detect_format",
     "equal_width_edges",
+    "first_bad_weight",
     "item_columns",
     "items_of",
     "make_records",
@@ -872,6 +873,12 @@ def make_records(
 # --------------------------------------------------------------------------------------------- checks
 
 
+def first_bad_weight(weights: pa.Array | pa.ChunkedArray) -> int | None:
+    """The first row whose weight is not a finite number > 0 (nulls count as 1), or None."""
+    w = _as_array(pc.cast(weights, pa.float64()))
+    return _first(pc.invert(pc.and_(pc.is_finite(w), pc.greater(w, 0))))
+
+
 def validate_records(table: pa.Table, grades: int | None = None, require_labels: bool = False) -> None:
     """Raise RecordsError unless `table` is a well-formed records table.
 
@@ -905,7 +912,7 @@ def validate_records(table: pa.Table, grades: int | None = None, require_labels:
     if i is not None:
         raise RecordsError(f"records: {row_name(i)}: label {labels[i].as_py()} is outside 1..{k}")
     weights = _as_array(table.column("weight"))
-    i = _first(pc.invert(pc.and_(pc.is_finite(weights), pc.greater(weights, 0))))
+    i = first_bad_weight(weights)
     if i is not None:
         raise RecordsError(
             f"records: {row_name(i)}: weight {weights[i].as_py()} should be a finite number > 0"
