@@ -1124,8 +1124,9 @@ def train_teacher(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     select = cfg.keep_best and dev_table is not None and dev_table.num_rows > 0
-    # Already trained this far: only the export is missing or being redone.
-    if prev_state is None or int(prev_state["epoch"]) < cfg.epochs:
+    # Already trained this far: only the export may be missing.
+    trained = prev_state is not None and int(prev_state["epoch"]) >= cfg.epochs
+    if not trained:
         _run_training(plan, cfg, train_table, dev_table, spec, out, select)
     checkpoint, chosen, latest = _chosen_checkpoint(run_dir, select)
     manifest = _manifest(cfg, info, spec, chosen, latest, prev_state)
@@ -1136,7 +1137,7 @@ def train_teacher(
         train_sha256=fp["train_data"]["sha256"],
         dev_sha256=fp["dev_data"]["sha256"] if fp["dev_data"] else None,
     )
-    if prev_state is not None and int(prev_state["epoch"]) >= cfg.epochs:
+    if trained:
         kept = _current_export(out, manifest)
         if kept is not None:
             return kept
