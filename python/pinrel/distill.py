@@ -545,8 +545,9 @@ def _grade_weights(table: pa.Table, labels: npt.NDArray[np.int64]) -> npt.NDArra
         return weights
     raw = pc.fill_null(pc.cast(table.column("weight"), pa.float64()), 1.0).to_numpy(zero_copy_only=False)
     labelled = labels >= 0
-    if not labelled.any() or (raw[labelled] == 1.0).all():
-        return weights  # exactly ones: unweighted records train exactly as before
+    if not labelled.any():
+        return weights
+    # Weights all 1 have mean exactly 1, so unweighted records still get exactly ones here.
     return (raw / raw[labelled].mean()).astype(np.float32)
 
 
