@@ -540,6 +540,8 @@ def test_rerun_resumes_and_restart_starts_over(
     fresh = distill(labels_dir, out, {**TINY, "epochs": 1}, restart=True)
     assert [h["epoch"] for h in fresh["history"]] == [1]
     assert fresh["history"][0]["resumed_from_epoch"] == 0
+    # Same shards, same seed: the same split between the workers, so the same first epoch.
+    assert fresh["history"][0] == trained["history"][0]
     assert json.loads((out / "pinrel.json").read_text())["metrics"]["epoch"] == 1
 
 

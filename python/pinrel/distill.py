@@ -1031,8 +1031,20 @@ def _trainer(cfg: DistillConfig, loop_cfg: dict[str, Any], plan: _Plan, storage:
         scaling_config=scaling,
         run_config=run,
         datasets=_datasets(plan),
-        dataset_config=DataConfig(datasets_to_split=["train"]),  # every worker sees the whole dev set
+        dataset_config=_data_config(DataConfig),
     )
+
+
+def _data_config(data_config: Any) -> Any:
+    """Every worker sees the whole dev set; the train split is the same from run to run.
+
+    Without preserve_order, Ray Data hands each block to whichever split asks first, so the two
+    workers' shards (and the student) changed between runs on the same labels. In order, Ray's
+    splitter gives each block to the split with the fewest rows so far and ignores locality.
+    """
+    options = data_config.default_ingest_options()
+    options.preserve_order = True
+    return data_config(datasets_to_split=["train"], execution_options=options)
 
 
 def _finish(
