@@ -507,13 +507,18 @@ def test_weighted_shards_distill_on_ray(ray_local: None, tmp_path: Path) -> None
 def test_killed_worker_resumes_from_checkpoint(
     ray_local: None, labels_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Dropout on, so that the comparison below also covers the dropout masks of a resumed epoch.
+    cfg = {**TINY, "epochs": 2, "dev": None, "student": {**TINY["student"], "dropout": 0.2}}
+    whole = distill(labels_dir, tmp_path / "uninterrupted", cfg)
     monkeypatch.setenv(D.KILL_ENV, "1")
     out = tmp_path / "student"
-    summary = distill(labels_dir, out, {**TINY, "epochs": 2, "dev": None})
+    summary = distill(labels_dir, out, cfg)
     assert (out / "_ray" / "killed.marker").is_file()  # rank 0 really died once
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
-    # The replacement workers started from the epoch-1 checkpoint, not from scratch.
+    # The replacement workers started from the epoch-1 checkpoint, not from scratch...
     assert summary["history"][1]["resumed_from_epoch"] == 1
+    # ...and trained epoch 2 exactly as the run that was never interrupted.
+    assert {**summary["history"][1], "resumed_from_epoch": 0} == whole["history"][1]
     assert Scorer.load(out).grades == GRADES
 
 

@@ -772,6 +772,14 @@ def _steps_per_epoch(n: int, batch_size: int, device: torch.device) -> int:
     return int(_all_reduce([float(steps)], device, op="min")[0])
 
 
+def _seed_epoch(seed: int, epoch: int, rank: int) -> np.random.Generator:
+    """The epoch's batch order (the returned generator) and dropout masks (torch's global generator)
+    from (seed, epoch, rank) alone: an epoch resumed from a checkpoint then trains exactly as it would
+    have without the interruption, and the workers do not share dropout masks."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank, 1]).generate_state(1)[0]))
+    return np.random.default_rng([seed, epoch, rank])
+
+
 def _train_loop(cfg: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
@@ -805,7 +813,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         raise RuntimeError("a training worker received no rows; use fewer workers or more data")
 
     for epoch in range(start + 1, cfg["epochs"] + 1):
-        rng = np.random.default_rng([cfg["seed"], epoch, rank])
+        rng = _seed_epoch(cfg["seed"], epoch, rank)
         metrics: dict[str, Any] = {"epoch": epoch, "resumed_from_epoch": start}
         metrics.update(_train_epoch(model, opt, train, steps, cfg, rng, device))
         if dev is not None:
