@@ -19,6 +19,7 @@ import torch
 
 import pinrel
 from pinrel.cli import main as cli_main
+from pinrel.killhook import KILL_ENV
 from pinrel.label import teacher_identity
 from pinrel.predictor import ModelDirError, load_predictor
 from pinrel.records import make_records, records_digest, write_records
@@ -258,6 +259,36 @@ def test_rerun_when_done_only_exports(
     again = train_teacher(data["train"].slice(1), data["dev"], config(bert_model, epochs=2), legacy)
     assert again["history"] == bert_resumed["history"]
     assert again["train_rows"] == 299
+
+
+def test_killed_run_resumes_as_if_never_interrupted(
+    ray_cluster: None, data: dict[str, Any], bert_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    # Two workers, with dropout on (the tiny BERT's 0.1): the checkpoint must bring back each worker's
+    # generator, not only the weights, optimizer and schedule, for epoch 2 to draw the same masks.
+    cfg = config(bert_model, epochs=2, num_workers=2)
+    whole = train_teacher(data["train"], data["dev"], cfg, tmp_path / "whole")
+    monkeypatch.setenv(KILL_ENV, "1")
+    out = tmp_path / "killed"
+    import ray.train
+
+    with pytest.raises(ray.train.TrainingFailedError):  # no automatic retries: the rerun resumes
+        train_teacher(data["train"], data["dev"], cfg, out)
+    assert (out / "_ray" / "killed.marker").is_file()  # rank 0 really died after epoch 1
+    resumed = train_teacher(data["train"], data["dev"], cfg, out)
+    assert resumed["resumed_from_epoch"] == 1
+
+    def timeless(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert timeless(resumed["history"]) == timeless(whole["history"])
+    a, b = (
+        load_file(str(out / "model" / "model.safetensors")),
+        load_file(str(tmp_path / "whole" / "model" / "model.safetensors")),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_keep_best_exports_the_epoch_with_the_lowest_dev_loss(

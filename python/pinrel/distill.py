@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -38,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from .assembly import ITEM_FIELDS, AssemblySpec
 from .features import FeatureHasher
 from .io import atomic_write_text, hash_file_ends
+from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
 from .student import Features, StudentConfig, StudentModel, featurize, save_student
 
 __all__ = [
@@ -57,7 +57,6 @@ LABEL_MANIFEST = "manifest.json"
 RUN_NAME = "distill"  # fixed, so a second run with the same out_dir finds the first one's checkpoints
 STORAGE = "_ray"
 RUN_FILE = "run.json"
-KILL_ENV = "PINREL_TEST_KILL_AT_EPOCH"  # test hook: rank 0 kills itself once after that epoch's checkpoint
 
 DEFAULT_HASHER: dict[str, Any] = {
     "n_features": 2**18,
@@ -750,22 +749,6 @@ def _restore(model: StudentModel, fp: str) -> tuple[int, list[dict[str, Any]], P
     return int(state["epoch"]), list(state["history"]), d
 
 
-def _maybe_kill(cfg: dict[str, Any], epoch: int, rank: int) -> None:
-    """Test hook: after the checkpoint of epoch `kill_at_epoch` is committed, rank 0 dies once."""
-    at = cfg.get("kill_at_epoch")
-    if at is None or rank != 0 or epoch != at:
-        return
-    marker = Path(cfg["kill_marker"])
-    if marker.exists():
-        return
-    import ray.train
-
-    # Wait until the controller has registered the checkpoint, so the restart must resume from it.
-    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-    marker.write_text(f"killed after epoch {epoch}\n", encoding="utf-8")
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _steps_per_epoch(n: int, batch_size: int, device: torch.device) -> int:
     # DDP needs every worker to take the same number of steps; the smallest shard sets the pace.
     steps = math.ceil(n / batch_size)
@@ -829,7 +812,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
             # One line per epoch in the driver's (and `ray job logs`) output. A logger, not print: Ray
             # Train patches print in its workers to write each line twice (stdout and its logger).
             _LOG.info("pinrel distill: %s", json.dumps(_finite(metrics), sort_keys=True))
-        _maybe_kill(cfg, epoch, rank)
+        maybe_kill(cfg["kill_at_epoch"], cfg["kill_marker"], epoch, rank)
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -984,16 +967,6 @@ def _check_run_dir(storage: Path, fp: str, data: str, restart: bool) -> None:
     atomic_write_text(run_file, json.dumps({"fingerprint": fp, "data": data}))
 
 
-def _kill_at_epoch() -> int | None:
-    raw = os.environ.get(KILL_ENV)
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{KILL_ENV}={raw!r}: expected an epoch number") from None
-
-
 def _select_metric(cfg: DistillConfig, plan: _Plan) -> str | None:
     """The dev metric keep_best minimises, or None to keep the last epoch.
 
@@ -1126,7 +1099,7 @@ def distill(
         "assembly_spec": spec.to_dict(),
         "fingerprint": fp,
         "has_dev": plan.dev_rows > 0,
-        "kill_at_epoch": _kill_at_epoch(),
+        "kill_at_epoch": kill_at_epoch(),
         "kill_marker": str(storage / "killed.marker"),
         **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "temperature")},
         **{k: getattr(cfg, k) for k in ("label_weight", "seed")},

@@ -36,6 +36,7 @@ from .assembly import AssemblySpec, assemble_pairs
 from .backends import get_backend
 from .backends.hf import collate, ensure_pad_token, is_decoder_config, tokenize
 from .batching import bucket_batches
+from .killhook import kill_at_epoch, maybe_kill
 from .predictor import ModelDirError, read_manifest, write_manifest
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ BUCKET_WINDOW_BATCHES = 32
 CHECKPOINT_WEIGHTS = "trainable.safetensors"
 CHECKPOINT_OPTIMIZER = "optimizer.pt"
 CHECKPOINT_STATE = "state.json"
+CHECKPOINT_RNG = "rng.safetensors"
 
 
 class TeacherError(ValueError):
@@ -545,13 +547,23 @@ def load_trainable(model: Any, weights: Mapping[str, torch.Tensor]) -> None:
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
 
 
-def save_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    state: dict[str, Any],
+    rng: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Weights in safetensors, optimizer state by torch.save of tensors and numbers only (so it loads with
-    weights_only=True), the rest as JSON: nothing in a checkpoint can run code when it is read."""
+    weights_only=True), the rest as JSON: nothing in a checkpoint can run code when it is read. `rng`
+    (every worker's generator states, rows by rank) goes to safetensors too."""
     import torch
     from safetensors.torch import save_file
 
     save_file(trainable_state(model), str(path / CHECKPOINT_WEIGHTS))
+    if rng is not None:
+        save_file({k: v.contiguous() for k, v in rng.items()}, str(path / CHECKPOINT_RNG))
     torch.save(optimizer.state_dict(), path / CHECKPOINT_OPTIMIZER)
     (path / CHECKPOINT_STATE).write_text(
         json.dumps({**state, "scheduler": scheduler.state_dict()}), encoding="utf-8"
@@ -567,6 +579,14 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     optimizer = torch.load(path / CHECKPOINT_OPTIMIZER, map_location="cpu", weights_only=True)
     state = json.loads((path / CHECKPOINT_STATE).read_text(encoding="utf-8"))
     return weights, optimizer, state
+
+
+def read_rng_states(path: Path) -> dict[str, torch.Tensor] | None:
+    """The workers' generator states of a checkpoint folder, or None (written before they were kept)."""
+    from safetensors.torch import load_file
+
+    f = path / CHECKPOINT_RNG
+    return load_file(str(f)) if f.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------- the worker
@@ -698,6 +718,7 @@ class _Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     optimizer_state: dict[str, Any] | None = None
     scheduler_state: dict[str, Any] | None = None
+    rng: dict[str, torch.Tensor] | None = None
 
 
 def _restore(model: Any) -> _Progress:
@@ -709,6 +730,7 @@ def _restore(model: Any) -> _Progress:
         return _Progress()
     with checkpoint.as_directory() as d:
         weights, optimizer_state, state = read_checkpoint(Path(d))
+        rng = read_rng_states(Path(d))
     load_trainable(model, weights)
     return _Progress(
         int(state["epoch"]),
@@ -716,7 +738,42 @@ def _restore(model: Any) -> _Progress:
         list(state["history"]),
         optimizer_state,
         state["scheduler"],
+        rng,
     )
+
+
+def _gather_rng(world: int, device: Any) -> dict[str, torch.Tensor]:
+    """Every worker's torch generator states (the CPU's, and the GPU's when training on one; dropout
+    draws from them), stacked by rank. A collective: every worker calls it."""
+    import torch
+
+    local = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        local["cuda"] = torch.cuda.get_rng_state(device)
+    if world == 1:
+        return {k: v.unsqueeze(0) for k, v in local.items()}
+    import torch.distributed as dist
+
+    out = {}
+    for name, state in local.items():
+        t = state.to(device) if dist.get_backend() == "nccl" else state
+        parts = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(parts, t)
+        out[name] = torch.stack([p.cpu() for p in parts])
+    return out
+
+
+def _set_rng(states: dict[str, torch.Tensor] | None, rank: int, world: int, device: Any) -> None:
+    """Put back this worker's generator states from a checkpoint, so the resumed epochs draw the dropout
+    masks the uninterrupted run would have. A checkpoint from before they were kept, or from another
+    number of workers, leaves the generators as seeded (the batches differ then anyway)."""
+    import torch
+
+    if states is None or int(states["cpu"].shape[0]) != world:
+        return
+    torch.set_rng_state(states["cpu"][rank].clone())
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"][rank].clone(), device)
 
 
 def _optimizer(module: Any, plan: Mapping[str, Any], steps_per_epoch: int) -> tuple[Any, Any, list[Any]]:
@@ -755,17 +812,25 @@ def _load_for_training(plan: Mapping[str, Any], pad_id: int, device: Any) -> Any
 
 
 def _report(
-    metrics: dict[str, Any], state: dict[str, Any], module: Any, optimizer: Any, scheduler: Any, rank: int
+    metrics: dict[str, Any],
+    state: dict[str, Any],
+    module: Any,
+    optimizer: Any,
+    scheduler: Any,
+    rank: int,
+    world: int,
+    device: Any,
 ) -> None:
     """Every worker reports (it is a barrier); only rank 0 writes the checkpoint."""
     import ray.train
 
     name = f"epoch_{state['epoch']:04d}"
+    rng = _gather_rng(world, device)
     with tempfile.TemporaryDirectory() as tmp:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
             return
-        save_checkpoint(Path(tmp), module, optimizer, scheduler, state)
+        save_checkpoint(Path(tmp), module, optimizer, scheduler, state, rng)
         ray.train.report(
             metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name
         )
@@ -810,6 +875,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
     weights = None if data["train_weights"] is None else np.asarray(data["train_weights"], dtype=np.float32)
     dev_labels = np.asarray(data["dev_labels"], dtype=np.int64)
     step, history = progress.step, progress.history
+    _set_rng(progress.rng, rank, world, device)
     for epoch in range(progress.epoch, epochs):
         t0 = time.perf_counter()
         batches = worker_batches(plan_batches(lengths, groups, plan, epoch), rank, world)
@@ -846,7 +912,8 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             "history": history,
             "fingerprint": plan["fingerprint"],
         }
-        _report(metrics, state, module, optimizer, scheduler, rank)
+        _report(metrics, state, module, optimizer, scheduler, rank, world, device)
+        maybe_kill(plan["kill_at_epoch"], plan["kill_marker"], epoch + 1, rank)
 
 
 def training_loss(
@@ -1253,7 +1320,9 @@ def _run_training(
             "dev_labels": label_indices(dev) if dev is not None else np.zeros(0, dtype=np.int64),
         }
         # One copy in the object store, shared by every worker, instead of one per pickled config.
-        _fit({**plan, "data": ray.put(data)}, cfg, out / RAY_DIR, select)
+        storage = out / RAY_DIR
+        hook = {"kill_at_epoch": kill_at_epoch(), "kill_marker": str(storage.resolve() / "killed.marker")}
+        _fit({**plan, **hook, "data": ray.put(data)}, cfg, storage, select)
     finally:
         if started_ray:
             ray.shutdown()
