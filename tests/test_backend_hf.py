@@ -156,6 +156,17 @@ def test_train_tokenizer_styles(texts: list[str]) -> None:
         train_tokenizer(["", ""])
 
 
+def test_train_tokenizer_is_reproducible(texts: list[str]) -> None:
+    # tokenizers' own WordPiece trainer gives another vocabulary almost every time on the same texts.
+    for style in ("bert", "llama"):
+        made = {train_tokenizer(texts, style=style).backend_tokenizer.to_str() for _ in range(4)}
+        assert len(made) == 1, style
+    bert = train_tokenizer(texts, vocab_size=128)
+    # A word outside the vocabulary (of letters it has seen) splits into pieces, not [UNK].
+    tokens = bert.tokenize("mugred mug")
+    assert "[UNK]" not in tokens and len(tokens) > 2 and bert.convert_tokens_to_string(tokens) == "mugred mug"
+
+
 def test_minilm_embeddings_rank_related_text_higher() -> None:
     path = minilm_path()
     if path is None:

