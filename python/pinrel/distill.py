@@ -994,7 +994,7 @@ def _checkpoint_config(cfg: DistillConfig, plan: _Plan) -> Any:
 
 
 def _trainer(cfg: DistillConfig, loop_cfg: dict[str, Any], plan: _Plan, storage: Path) -> Any:
-    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     scaling = ScalingConfig(
@@ -1012,20 +1012,22 @@ def _trainer(cfg: DistillConfig, loop_cfg: dict[str, Any], plan: _Plan, storage:
         scaling_config=scaling,
         run_config=run,
         datasets=_datasets(plan),
-        dataset_config=_data_config(DataConfig),
+        dataset_config=_data_config(),
     )
 
 
-def _data_config(data_config: Any) -> Any:
+def _data_config() -> Any:
     """Every worker sees the whole dev set; the train split is the same from run to run.
 
     Without preserve_order, Ray Data hands each block to whichever split asks first, so the two
     workers' shards (and the student) changed between runs on the same labels. In order, Ray's
     splitter gives each block to the split with the fewest rows so far and ignores locality.
     """
-    options = data_config.default_ingest_options()
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
     options.preserve_order = True
-    return data_config(datasets_to_split=["train"], execution_options=options)
+    return DataConfig(datasets_to_split=["train"], execution_options=options)
 
 
 def _finish(
