@@ -261,6 +261,37 @@ def test_rerun_when_done_only_exports(
     assert again["train_rows"] == 299
 
 
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("trainable.safetensors", lambda b: b[: len(b) // 2]),
+        ("rng.safetensors", lambda b: b[:-7]),
+        ("optimizer.pt", lambda b: b[: len(b) // 2]),
+        ("state.json", lambda b: b"{not json"),
+    ],
+)
+def test_damaged_checkpoint_is_refused_before_training(
+    bert_resumed: dict[str, Any],
+    bert_run: tuple[Path, dict[str, Any]],
+    data: dict[str, Any],
+    bert_model: Path,
+    tmp_path: Path,
+    name: str,
+    damage: Any,
+) -> None:
+    out, _ = bert_run
+    copy = tmp_path / "teacher"
+    shutil.copytree(out, copy)
+    files = list((copy / "_ray").rglob(name))
+    assert files
+    for f in files:
+        f.write_bytes(damage(f.read_bytes()))
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    with pytest.raises(TeacherError, match=r"checkpoint \S+ is unreadable .*--fresh"):
+        train_teacher(data["train"], data["dev"], config(bert_model, epochs=3), copy)
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # nothing touched
+
+
 def test_killed_run_resumes_as_if_never_interrupted(
     ray_cluster: None, data: dict[str, Any], bert_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

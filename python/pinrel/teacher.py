@@ -1036,6 +1036,36 @@ def _checkpoint_state(checkpoint: Any) -> dict[str, Any]:
         return json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
 
 
+def _readable_checkpoint(checkpoint: Any, run_dir: Path) -> dict[str, Any]:
+    """The state of the checkpoint a rerun would resume from, after reading every file in it, so that a
+    truncated or damaged one is reported here rather than by a worker after Ray has started."""
+    import zipfile
+
+    from safetensors import SafetensorError, safe_open
+
+    name = Path(checkpoint.path).name
+    try:
+        with checkpoint.as_directory() as d:
+            state = json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+            if not isinstance(state, dict) or not {"epoch", "history", "fingerprint"} <= set(state):
+                raise ValueError(f"{CHECKPOINT_STATE} lacks epoch, history or fingerprint")
+            for f in (CHECKPOINT_WEIGHTS, CHECKPOINT_RNG):
+                if f == CHECKPOINT_WEIGHTS or (Path(d) / f).exists():
+                    # Opening checks the header and that the tensors' offsets match the file's size.
+                    with safe_open(str(Path(d) / f), framework="pt") as st:
+                        list(st.keys())
+            with zipfile.ZipFile(Path(d) / CHECKPOINT_OPTIMIZER) as z:  # torch.save's format
+                bad = z.testzip()  # reads every member and checks its CRC
+            if bad is not None:
+                raise ValueError(f"{CHECKPOINT_OPTIMIZER}: member {bad} is damaged")
+    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, SafetensorError) as e:
+        raise TeacherError(
+            f"{run_dir}: checkpoint {name} is unreadable ({e}); pass resume=False (CLI: --fresh) to "
+            "start over"
+        ) from e
+    return state
+
+
 def _check_resumable(state: dict[str, Any], fp: dict[str, Any], epochs: int, run_dir: Path) -> None:
     old = state.get("fingerprint", {})
     keys = (set(old) | set(fp)) - {k for k in DATA_KEYS if k not in old}
@@ -1183,7 +1213,9 @@ def train_teacher(
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     previous = _run_result(run_dir)
-    prev_state = _checkpoint_state(previous.checkpoint) if previous and previous.checkpoint else None
+    prev_state = None
+    if previous is not None and previous.checkpoint is not None:
+        prev_state = _readable_checkpoint(previous.checkpoint, run_dir)
     if prev_state is not None:
         _check_resumable(prev_state, fp, cfg.epochs, run_dir)
 
