@@ -437,6 +437,8 @@ def test_cli_reports_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "empty").mkdir()
     assert main(["distill", "--labels", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no label shards" in capsys.readouterr().err
+    assert main(["distill", "--labels", "x", "--out", str(tmp_path / "o"), "--max-failures", "-1"]) == 2
+    assert "max_failures" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- Ray Train (slow)
@@ -548,6 +550,41 @@ def test_rerun_resumes_and_restart_starts_over(
     # Same shards, same seed: the same split between the workers, so the same first epoch.
     assert fresh["history"][0] == trained["history"][0]
     assert json.loads((out / "pinrel.json").read_text())["metrics"]["epoch"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("model.safetensors", lambda b: b[: len(b) // 2]),
+        ("optimizer.safetensors", lambda b: b[:-5]),
+        ("state.json", lambda b: b"{not json"),
+        ("state.json", lambda b: b'{"epoch": 1}'),
+    ],
+)
+def test_damaged_checkpoint_is_refused_before_training(
+    trained: dict[str, Any],
+    labels_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    damage: Any,
+) -> None:
+    out = tmp_path / "student"
+    shutil.copytree(trained["out"], out)
+    files = list((out / "_ray").rglob(name))
+    assert files
+    for f in files:
+        f.write_bytes(damage(f.read_bytes()))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def no_training(*args: Any) -> None:
+        raise AssertionError("Ray Train started on a damaged checkpoint")
+
+    monkeypatch.setattr(D, "_trainer", no_training)
+    with pytest.raises(ValueError, match=r"checkpoint_\S+ is unreadable .*--restart"):
+        distill(labels_dir, out, {**TINY, "epochs": 9})
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing touched
 
 
 # ------------------------------------------------------------------------------ ray job submit (slow)

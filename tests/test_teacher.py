@@ -202,6 +202,7 @@ def test_resume_continues_from_last_epoch_and_learns(
     _, first = bert_run
     assert bert_resumed["resumed_from_epoch"] == 1
     assert [h["epoch"] for h in bert_resumed["history"]] == [1, 2]
+    assert [h["resumed_from_epoch"] for h in bert_resumed["history"]] == [0, 1]
     # Epoch 1 was not retrained: its record is the one the first run wrote.
     assert bert_resumed["history"][0] == first["history"][0]
     steps = [h["global_step"] for h in bert_resumed["history"]]
@@ -226,6 +227,16 @@ def test_rerun_when_done_only_exports(
     assert again == json.loads((out / "pinrel.json").read_text())
     assert all(p.read_bytes() == b for p, b in before.items())
     assert teacher_identity(out) == identity
+    # Settings of how a run is carried out do not make another model; nor does a manifest from before
+    # such a setting existed (here max_failures) make the export stale.
+    manifest = json.loads((out / "pinrel.json").read_text())
+    del manifest["config"]["max_failures"]
+    (out / "pinrel.json").write_text(json.dumps(manifest))
+    before[out / "pinrel.json"] = (out / "pinrel.json").read_bytes()
+    train_teacher(
+        data["train"], data["dev"], config(bert_model, epochs=2, max_failures=3, progress=True), out
+    )
+    assert all(p.read_bytes() == b for p, b in before.items())
     # An export that is gone (or half there) is written again from the checkpoint.
     shutil.rmtree(out / "model")
     again = train_teacher(data["train"], data["dev"], config(bert_model, epochs=2), out)
@@ -279,6 +290,8 @@ def test_damaged_checkpoint_is_refused_before_training(
     name: str,
     damage: Any,
 ) -> None:
+    # bert_resumed is asked for its effect only: the run folder then holds its final two-epoch
+    # state, whichever of the tests sharing it runs first.
     out, _ = bert_run
     copy = tmp_path / "teacher"
     shutil.copytree(out, copy)
@@ -292,32 +305,53 @@ def test_damaged_checkpoint_is_refused_before_training(
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # nothing touched
 
 
+@pytest.fixture(scope="module")
+def bert_two_workers(
+    ray_cluster: None, data: dict[str, Any], bert_model: Path
+) -> tuple[Path, dict[str, Any]]:
+    """An uninterrupted 2-worker, 2-epoch run: what a killed and resumed one must reproduce."""
+    out = data["root"] / "bert-two-workers"
+    return out, train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, num_workers=2), out)
+
+
+@pytest.mark.parametrize("max_failures", [1, 0])
 def test_killed_run_resumes_as_if_never_interrupted(
-    ray_cluster: None, data: dict[str, Any], bert_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bert_two_workers: tuple[Path, dict[str, Any]],
+    data: dict[str, Any],
+    bert_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    max_failures: int,
 ) -> None:
     from safetensors.torch import load_file
 
     # Two workers, with dropout on (the tiny BERT's 0.1): the checkpoint must bring back each worker's
     # generator, not only the weights, optimizer and schedule, for epoch 2 to draw the same masks.
-    cfg = config(bert_model, epochs=2, num_workers=2)
-    whole = train_teacher(data["train"], data["dev"], cfg, tmp_path / "whole")
+    whole_dir, whole = bert_two_workers
+    cfg = config(bert_model, epochs=2, num_workers=2, max_failures=max_failures)
     monkeypatch.setenv(KILL_ENV, "1")
     out = tmp_path / "killed"
-    import ray.train
+    if max_failures:
+        # Ray restarts the workers from the epoch-1 checkpoint within the same call.
+        resumed = train_teacher(data["train"], data["dev"], cfg, out)
+        assert resumed["resumed_from_epoch"] is None  # not a rerun of an earlier call
+    else:
+        import ray.train
 
-    with pytest.raises(ray.train.TrainingFailedError):  # no automatic retries: the rerun resumes
-        train_teacher(data["train"], data["dev"], cfg, out)
+        with pytest.raises(ray.train.TrainingFailedError):
+            train_teacher(data["train"], data["dev"], cfg, out)
+        resumed = train_teacher(data["train"], data["dev"], cfg, out)
+        assert resumed["resumed_from_epoch"] == 1
     assert (out / "_ray" / "killed.marker").is_file()  # rank 0 really died after epoch 1
-    resumed = train_teacher(data["train"], data["dev"], cfg, out)
-    assert resumed["resumed_from_epoch"] == 1
+    assert [h["resumed_from_epoch"] for h in resumed["history"]] == [0, 1]
 
     def timeless(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+        return [{k: v for k, v in h.items() if k not in ("seconds", "resumed_from_epoch")} for h in history]
 
     assert timeless(resumed["history"]) == timeless(whole["history"])
     a, b = (
         load_file(str(out / "model" / "model.safetensors")),
-        load_file(str(tmp_path / "whole" / "model" / "model.safetensors")),
+        load_file(str(whole_dir / "model" / "model.safetensors")),
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -564,6 +598,13 @@ def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
     assert resolve(build_parser().parse_args(argv[:-2]))[0].seed == 0  # the config's default
     with pytest.raises(TeacherError, match="seed"):
         resolve(build_parser().parse_args([*argv[:-1], "-1"]))
+    config = resolve(build_parser().parse_args([*argv, "--max-failures", "0"]))[0]
+    assert (config.max_failures, resolve(build_parser().parse_args(argv))[0].max_failures) == (0, 1)
+    for bad in ("-1", "2.5"):
+        with pytest.raises((TeacherError, SystemExit)):
+            resolve(build_parser().parse_args([*argv, "--max-failures", bad]))
+    with pytest.raises(TeacherError, match="max_failures"):
+        TeacherConfig(model="x", max_failures=-1)
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from . import checkpoints
 from .assembly import ITEM_FIELDS, AssemblySpec
 from .features import FeatureHasher
 from .io import atomic_write_text, hash_file_ends
@@ -57,6 +58,8 @@ LABEL_MANIFEST = "manifest.json"
 RUN_NAME = "distill"  # fixed, so a second run with the same out_dir finds the first one's checkpoints
 STORAGE = "_ray"
 RUN_FILE = "run.json"
+CHECKPOINT_MODEL = "model.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
 
 DEFAULT_HASHER: dict[str, Any] = {
     "n_features": 2**18,
@@ -598,15 +601,11 @@ def _write_checkpoint(
 ) -> None:
     from .student import _state_dict
 
-    save_file(_state_dict(model), str(d / "model.safetensors"))
+    save_file(_state_dict(model), str(d / CHECKPOINT_MODEL))
     tensors, meta = _optimizer_files(opt)
-    save_file(tensors, str(d / "optimizer.safetensors"))
+    save_file(tensors, str(d / CHECKPOINT_OPTIMIZER))
     state = {"epoch": epoch, "history": history, "fingerprint": fp, "optimizer": meta}
-    (d / "state.json").write_text(json.dumps(_finite(state)), encoding="utf-8")
-
-
-def _read_checkpoint_state(d: Path) -> dict[str, Any]:
-    return dict(json.loads((d / "state.json").read_text(encoding="utf-8")))
+    (d / checkpoints.STATE).write_text(json.dumps(_finite(state)), encoding="utf-8")
 
 
 def _finite(value: Any) -> Any:
@@ -741,11 +740,11 @@ def _restore(model: StudentModel, fp: str) -> tuple[int, list[dict[str, Any]], P
         return 0, [], None
     d = Path(tempfile.mkdtemp(prefix="pinrel-restore-"))
     ckpt.to_directory(str(d))
-    state = _read_checkpoint_state(d)
+    state = checkpoints.read_state(d)
     if state.get("fingerprint") != fp:
         shutil.rmtree(d, ignore_errors=True)
         raise RuntimeError("checkpoint was written with other model settings; rerun with restart")
-    model.load_state_dict(load_file(str(d / "model.safetensors")), strict=True)
+    model.load_state_dict(load_file(str(d / CHECKPOINT_MODEL)), strict=True)
     return int(state["epoch"]), list(state["history"]), d
 
 
@@ -788,8 +787,8 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(bare)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     if restored is not None:
-        meta = _read_checkpoint_state(restored)["optimizer"]
-        opt.load_state_dict(_optimizer_state(load_file(str(restored / "optimizer.safetensors")), meta))
+        meta = checkpoints.read_state(restored)["optimizer"]
+        opt.load_state_dict(_optimizer_state(load_file(str(restored / CHECKPOINT_OPTIMIZER)), meta))
         shutil.rmtree(restored, ignore_errors=True)
     steps = _steps_per_epoch(len(train), cfg["batch_size"], device)
     if steps == 0:
@@ -963,8 +962,20 @@ def _check_run_dir(storage: Path, fp: str, data: str, restart: bool) -> None:
                 f"{storage.parent} holds a run on other data (the label shards or the dev set changed); "
                 "pass restart=True (--restart) to start over, or use another out dir"
             )
+    _check_checkpoint(storage)
     storage.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_file, json.dumps({"fingerprint": fp, "data": data}))
+
+
+def _check_checkpoint(storage: Path) -> None:
+    """Read through the checkpoint a rerun resumes from: a damaged one is refused here, not by every
+    worker in turn after Ray has started."""
+    try:
+        result = checkpoints.run_result(storage / RUN_NAME)
+        if result is not None and result.checkpoint is not None:
+            checkpoints.readable_state(result.checkpoint, [CHECKPOINT_MODEL, CHECKPOINT_OPTIMIZER])
+    except checkpoints.CheckpointError as e:
+        raise ValueError(f"{storage.parent}: {e}; pass restart=True (--restart) to start over") from e
 
 
 def _select_metric(cfg: DistillConfig, plan: _Plan) -> str | None:
@@ -1048,11 +1059,11 @@ def _finish(
         chosen = result.get_best_checkpoint(select_metric, "min") or result.checkpoint
     with result.checkpoint.as_directory() as d:
         # The latest checkpoint holds the whole run's history; the chosen one only its prefix.
-        history = list(_read_checkpoint_state(Path(d))["history"])
+        history = list(checkpoints.read_state(Path(d))["history"])
     with chosen.as_directory() as d:
-        state = _read_checkpoint_state(Path(d))
+        state = checkpoints.read_state(Path(d))
         model = StudentModel(student)
-        model.load_state_dict(load_file(str(Path(d) / "model.safetensors")), strict=True)
+        model.load_state_dict(load_file(str(Path(d) / CHECKPOINT_MODEL)), strict=True)
     metrics = dict(state["history"][-1]) if state["history"] else {}
     metrics["selected_epoch"] = int(state["epoch"])
     # One headline number for summaries: agreement with the teacher's grade, on dev when there is one.

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from . import checkpoints
 from .assembly import AssemblySpec, assemble_pairs
 from .backends import get_backend
 from .backends.hf import collate, ensure_pad_token, is_decoder_config, tokenize
@@ -60,7 +61,7 @@ BUCKET_WINDOW_BATCHES = 32
 
 CHECKPOINT_WEIGHTS = "trainable.safetensors"
 CHECKPOINT_OPTIMIZER = "optimizer.pt"
-CHECKPOINT_STATE = "state.json"
+CHECKPOINT_STATE = checkpoints.STATE
 CHECKPOINT_RNG = "rng.safetensors"
 
 
@@ -122,6 +123,9 @@ class TeacherConfig:
     # With a dev set: export the epoch with the lowest dev loss instead of the last one (Ray keeps
     # that checkpoint besides the latest, which restarts need).
     keep_best: bool = False
+    # Ray Train restarts the workers from the last checkpoint this many times after one dies (a lost
+    # node, an OOM kill); the resumed epochs train exactly as uninterrupted ones would.
+    max_failures: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -140,6 +144,7 @@ class TeacherConfig:
             ("num_workers", 1),
             ("cpus_per_worker", 1),
             ("seed", 0),
+            ("max_failures", 0),
         ):
             value = getattr(self, name)
             if not _is_int(value) or value < low:
@@ -577,8 +582,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
     weights = load_file(str(path / CHECKPOINT_WEIGHTS))
     optimizer = torch.load(path / CHECKPOINT_OPTIMIZER, map_location="cpu", weights_only=True)
-    state = json.loads((path / CHECKPOINT_STATE).read_text(encoding="utf-8"))
-    return weights, optimizer, state
+    return weights, optimizer, checkpoints.read_state(path)
 
 
 def read_rng_states(path: Path) -> dict[str, torch.Tensor] | None:
@@ -901,6 +905,8 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             "epoch": epoch + 1,
             "global_step": step,
             "train_loss": _all_reduce([loss], world)[0] / world,
+            # 0, or the epoch this run went on from: a rerun's, or Ray's restart after a worker died.
+            "resumed_from_epoch": progress.epoch,
         }
         if dev_ids:
             metrics.update(evaluate(module, dev_ids, dev_labels, plan, device, pad_id, rank, world))
@@ -1010,60 +1016,21 @@ def _train_epoch(
 
 
 def _run_result(run_dir: Path) -> Any:
-    """Ray's record of this run (its checkpoints and their metrics), or None when there is no run yet."""
-    if not (run_dir / "checkpoint_manager_snapshot.json").is_file():
-        return None
-    from ray.train import Result
-
-    # Reading the run's record makes Ray log, at INFO, advice for someone about to start a new run in
-    # this folder ("delete the existing folder"): wrong here, where a finished run is being read.
-    quiet = logging.getLogger("ray.train.v2._internal.execution.checkpoint.checkpoint_manager")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
+    """Ray's record of this run, or None when there is no run yet."""
     try:
-        # pyarrow reads a path without a scheme as a URI only when it is absolute.
-        return Result.from_path(str(run_dir.resolve()))
-    except (RuntimeError, ValueError, OSError, KeyError) as e:
-        raise TeacherError(
-            f"{run_dir}: cannot read the previous Ray Train run ({e}); pass resume=False"
-        ) from e
-    finally:
-        quiet.setLevel(level)
-
-
-def _checkpoint_state(checkpoint: Any) -> dict[str, Any]:
-    with checkpoint.as_directory() as d:
-        return json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        return checkpoints.run_result(run_dir)
+    except checkpoints.CheckpointError as e:
+        raise TeacherError(f"{run_dir}: {e}; pass resume=False (CLI: --fresh) to start over") from e
 
 
 def _readable_checkpoint(checkpoint: Any, run_dir: Path) -> dict[str, Any]:
-    """The state of the checkpoint a rerun would resume from, after reading every file in it, so that a
-    truncated or damaged one is reported here rather than by a worker after Ray has started."""
-    import zipfile
-
-    from safetensors import SafetensorError, safe_open
-
-    name = Path(checkpoint.path).name
+    """The state of the checkpoint a rerun would resume from, after reading every file in it."""
     try:
-        with checkpoint.as_directory() as d:
-            state = json.loads((Path(d) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
-            if not isinstance(state, dict) or not {"epoch", "history", "fingerprint"} <= set(state):
-                raise ValueError(f"{CHECKPOINT_STATE} lacks epoch, history or fingerprint")
-            for f in (CHECKPOINT_WEIGHTS, CHECKPOINT_RNG):
-                if f == CHECKPOINT_WEIGHTS or (Path(d) / f).exists():
-                    # Opening checks the header and that the tensors' offsets match the file's size.
-                    with safe_open(str(Path(d) / f), framework="pt") as st:
-                        list(st.keys())
-            with zipfile.ZipFile(Path(d) / CHECKPOINT_OPTIMIZER) as z:  # torch.save's format
-                bad = z.testzip()  # reads every member and checks its CRC
-            if bad is not None:
-                raise ValueError(f"{CHECKPOINT_OPTIMIZER}: member {bad} is damaged")
-    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, SafetensorError) as e:
-        raise TeacherError(
-            f"{run_dir}: checkpoint {name} is unreadable ({e}); pass resume=False (CLI: --fresh) to "
-            "start over"
-        ) from e
-    return state
+        return checkpoints.readable_state(
+            checkpoint, [CHECKPOINT_WEIGHTS], archives=[CHECKPOINT_OPTIMIZER], optional=[CHECKPOINT_RNG]
+        )
+    except checkpoints.CheckpointError as e:
+        raise TeacherError(f"{run_dir}: {e}; pass resume=False (CLI: --fresh) to start over") from e
 
 
 def _check_resumable(state: dict[str, Any], fp: dict[str, Any], epochs: int, run_dir: Path) -> None:
@@ -1103,7 +1070,7 @@ SELECT_METRIC = "dev_loss"
 
 
 def _fit(plan: dict[str, Any], cfg: TeacherConfig, storage: Path, select: bool) -> None:
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = None if cfg.use_gpu else {"CPU": cfg.cpus_per_worker}
@@ -1125,6 +1092,7 @@ def _fit(plan: dict[str, Any], cfg: TeacherConfig, storage: Path, select: bool) 
             storage_path=str(storage.resolve()),
             name=RUN_NAME,
             checkpoint_config=keep,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
     result = trainer.fit()
@@ -1138,11 +1106,11 @@ def _chosen_checkpoint(run_dir: Path, select: bool) -> tuple[Any, dict[str, Any]
     result = _run_result(run_dir)
     if result is None or result.checkpoint is None:
         raise TeacherError(f"{run_dir}: the run has no checkpoint")
-    latest = _checkpoint_state(result.checkpoint)
+    latest = checkpoints.checkpoint_state(result.checkpoint)
     best = result.get_best_checkpoint(SELECT_METRIC, "min") if select else None
     if best is None or best.path == result.checkpoint.path:
         return result.checkpoint, latest, latest
-    return best, _checkpoint_state(best), latest
+    return best, checkpoints.checkpoint_state(best), latest
 
 
 def _replace_dir(staged: Path, final: Path) -> None:
@@ -1249,6 +1217,9 @@ def train_teacher(
 
 # What a rerun changes in the manifest without changing the model.
 _BOOKKEEPING = ("architecture", "seconds", "resumed_from_epoch")
+# Settings of how a run is carried out, not of what it trains. A manifest written before one of them
+# existed lacks it, and must still count as current, or an upgrade would rewrite every export.
+_RUNTIME_SETTINGS = ("progress", "max_failures")
 
 
 def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -1268,7 +1239,9 @@ def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
         return None
 
     def model_part(m: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in m.items() if k not in _BOOKKEEPING}
+        part = {k: v for k, v in m.items() if k not in _BOOKKEEPING}
+        part["config"] = {k: v for k, v in m.get("config", {}).items() if k not in _RUNTIME_SETTINGS}
+        return part
 
     # Through JSON, as the stored one went: tuples become lists; a NaN never compares equal, so
     # a manifest holding one is simply exported again.

@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
     p.add_argument("--epochs", type=int, help="total epochs (a resumed run trains up to this many)")
     p.add_argument("--dev", type=_dev, help="held-out query fraction, label-shard dir or records file")
+    p.add_argument(
+        "--max-failures", type=int, help="restarts from the last checkpoint after a worker dies (default 1)"
+    )
     p.add_argument("--restart", action="store_true", help="discard checkpoints in --out and start over")
     p.set_defaults(func=run)
 
@@ -40,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from ..distill import DistillConfig, distill, load_config
 
     cfg = load_config(args.config) if args.config else DistillConfig()
-    cfg = cfg.with_overrides(workers=args.workers, gpu=args.gpu, epochs=args.epochs, dev=args.dev)
+    cfg = cfg.with_overrides(
+        workers=args.workers, gpu=args.gpu, epochs=args.epochs, dev=args.dev, max_failures=args.max_failures
+    )
     labels = args.labels or cfg.labels
     out = args.out or cfg.out
     if not labels:

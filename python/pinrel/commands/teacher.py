@@ -67,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="seed of the head's initialisation, dropout and batch order (default 0); teachers of other "
         "seeds make an ensemble (`pinrel label --teacher A --teacher B`)",
     )
+    t.add_argument(
+        "--max-failures",
+        type=int,
+        help="restarts from the last checkpoint after a worker dies (default 1; 0 = fail at once)",
+    )
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)
@@ -91,6 +96,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "ordinal_weight": args.ordinal_weight,
         "pairwise_weight": args.pairwise_weight,
         "seed": args.seed,
+        "max_failures": args.max_failures,
     }
 
 
