@@ -245,3 +245,12 @@ def test_set_num_threads_rejects_bad_values(n: Any, exc: type[Exception], restor
     before = pinrel.get_num_threads()
     expect_error(exc, "n", pinrel.set_num_threads, n)
     assert pinrel.get_num_threads() == before
+
+
+def test_huge_lengths_do_not_wrap() -> None:
+    # usize arithmetic wrapped: two 2^63 lengths and a 1 reported a waste of 1.0, two usize::MAX 0.0.
+    big = 2**63
+    assert pinrel.padding_waste([big, big, 1], [[0, 1, 2]]) == pytest.approx((big - 1) / (3 * big))
+    assert pinrel.padding_waste([2**64 - 1] * 2, [[0, 1]]) == 0.0
+    # 2 x 2^63 slots exceed any max_tokens: the two cannot share a batch.
+    assert [b.tolist() for b in pinrel.bucket_batches([big, big], 2**64 - 1)] == [[0], [1]]

@@ -195,3 +195,18 @@ def test_cli(catalog: pa.Table, queries: list[str], tmp_path: Path) -> None:
         )
         == 2
     )
+
+
+def test_top_k_is_bounded_by_the_index() -> None:
+    index = pinrel.Bm25Index(["red mug", "blue cup", "red cup"])
+    ids, scores = index.top_k(["red", "cup"], 3)
+    assert ids.shape == scores.shape == (2, 3)
+    # A k past the index's size used to allocate k slots per query: 2^40 aborted the process, and
+    # 2^62 wrapped n_queries * k into a panic.
+    for k in (4, 2**40, 2**62, 2**64 - 1):
+        with pytest.raises(ValueError, match=r"k: must be in 1\.\.=3"):
+            index.top_k(["red"] * 4, k)
+    # The streaming helper still answers [n_queries, k], padding what a small catalog cannot fill.
+    catalog = pa.table({"title": ["red mug", "blue cup"]})
+    ids, scores = bm25_top_k(["red", "cup"], catalog, 5)
+    assert ids.shape == (2, 5) and (ids[:, 2:] == -1).all() and ids[0, 0] == 0 and ids[1, 0] == 1

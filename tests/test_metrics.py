@@ -209,3 +209,24 @@ def test_single_row_and_single_query() -> None:
     out = metrics.compute_all([[0.2, 0.8]], [2], ["only"], ["en"])
     assert out["n"] == 1 and out["accuracy"] == 1.0
     assert math.isnan(out["auroc>=2"]) and math.isnan(out["ndcg@10"]) and math.isnan(out["spearman"])
+
+
+def test_grades_are_bounded_and_checked_first() -> None:
+    limit = metrics.MAX_GRADES
+    assert metrics.check_grades(limit) == limit
+    for bad in (limit + 1, 2**40, 1, True, "3", 3.0):
+        with pytest.raises(ValueError, match="grades: expected an integer >= 2"):
+            metrics.check_grades(bad)
+    # macro_f1 used `grades` before checking it (numpy errors, or "outside 1..True").
+    for bad in ("3", True, -1):
+        with pytest.raises(ValueError, match="grades: expected an integer >= 2"):
+            metrics.macro_f1([1, 2], [1, 2], grades=bad)
+    # An inferred K is bounded too: 10^6 would have built a 10^6 x 10^6 confusion matrix.
+    with pytest.raises(ValueError, match=rf"labels: grade 1000000 at index 0 is outside 1\.\.{limit}"):
+        metrics.macro_f1([10**6], [1])
+    # A value past int64 is reported as itself, not as the number the cast wrapped it to.
+    with pytest.raises(ValueError, match=r"grade 1e\+300 at index 1"):
+        metrics.accuracy([1, 1e300], [1, 1])
+    # Gains 2^grade overflowed past grade 1024, and the query's nDCG silently became NaN.
+    with pytest.raises(ValueError, match="outside"):
+        metrics.ndcg_at_k(["a", "a"], [1, 1100], [0.2, 0.1], 10)

@@ -631,3 +631,45 @@ def test_bad_weight_in_a_file_names_the_line_and_leaves_the_target(tmp_path: Pat
     bad = table.set_column(table.schema.get_field_index("weight"), "weight", pa.array([-1.0]))
     with pytest.raises(RecordsError, match=r"records: row 1: weight -1\.0 should be a finite number > 0"):
         validate_records(bad)
+
+
+def test_in_memory_input_errors_name_the_field() -> None:
+    # A string is a sequence: {"query": "abc"} used to become the three rows "a", "b", "c".
+    for bad in ("abc", 5, {"x": 1}):
+        with pytest.raises(TypeError, match="column 'query' should be a list of values"):
+            make_records({"query": bad})
+    # A lone surrogate (a bad decode upstream) failed in Arrow's encoder without row or field.
+    for field, value in (("query", "\ud800"), ("title", "a\udcffb"), ("captions", ["\ud800"])):
+        with pytest.raises(RecordsError, match=rf"row 1: '{field}' is not valid Unicode"):
+            make_records([{"query": "q", field: value}])
+    with pytest.raises(ValueError, match="text: not valid Unicode"):
+        text_id("\ud800")
+    # Nested JSON deep enough to exhaust the recursion limit is refused, not a RecursionError.
+    with pytest.raises(RecordsError, match="'captions' is a JSON array nested too deeply"):
+        make_records([{"query": "q", "captions": "[" * 100_000}])
+    # K is bounded: 2^40 grades used to store labels wrapped through int32.
+    with pytest.raises(RecordsError, match="grades must be <= 1000"):
+        make_records([{"query": "a", "label": 2**40}], grades=2**40)
+
+
+def test_deep_jsonl_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "deep.jsonl"
+    f.write_text('{"query": "q", "captions": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(RecordsError, match="line 1: JSON nested too deeply"):
+        read_records(f)
+
+
+def test_split_by_query_checks_its_arguments() -> None:
+    table = make_records([{"query": f"q{i}", "label": 1 + i % 2} for i in range(10)])
+    with pytest.raises(RecordsError, match="no 'query' column"):
+        split_by_query(table.drop_columns(["query"]))
+    with pytest.raises(RecordsError, match="'query' column has missing values"):
+        split_by_query(pa.table({"query": ["a", None]}))
+    for bad in (0.5, "0.5"):
+        with pytest.raises(TypeError, match="split fractions: expected a sequence"):
+            split_by_query(table, bad)  # type: ignore[arg-type]
+    with pytest.raises(RecordsError, match="split fractions must be positive numbers"):
+        split_by_query(table, ["x", 0.5])  # type: ignore[list-item]
+    for seed in (-1, "x", True):
+        with pytest.raises(TypeError, match="seed: expected an integer >= 0"):
+            split_by_query(table, seed=seed)  # type: ignore[arg-type]

@@ -268,6 +268,7 @@ def test_load_refuses_unknown_hasher_keys(artifact: Path) -> None:
         (lambda m: m["config"].update(embed_dim=16), "shape"),
         (lambda m: m["config"].update(depth=3), "unknown key"),
         (lambda m: m.update(grades=4), "grades"),
+        (lambda m: m.update(grades=10**20), r"'grades': expected an integer >= 2 \(at most 1000\)"),
         (lambda m: m.update(features=["bm25"]), "features"),
         (lambda m: m.pop("hasher"), "lacks 'hasher'"),
     ],
@@ -275,6 +276,12 @@ def test_load_refuses_unknown_hasher_keys(artifact: Path) -> None:
 def test_load_refuses_inconsistent_manifests(artifact: Path, edit: object, message: str) -> None:
     _edit_manifest(artifact, edit)
     with pytest.raises(ModelDirError, match=message):
+        load_predictor(artifact)
+
+
+def test_load_refuses_a_deeply_nested_manifest(artifact: Path) -> None:
+    (artifact / "pinrel.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelDirError, match="not valid JSON"):
         load_predictor(artifact)
 
 

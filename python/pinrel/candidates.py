@@ -455,8 +455,12 @@ def _single_index_top_k(
     texts: list[str], queries: list[str], k: int, k1: float, b: float
 ) -> tuple[np.ndarray, np.ndarray]:
     index = _native.Bm25Index(texts, k1, b)
-    ids, scores = index.top_k(queries, k)
-    return ids.astype(np.int64), scores.astype(np.float32)
+    # The index answers at most its size; the rest of a row is padding.
+    found, found_scores = index.top_k(queries, min(k, len(index)))
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    scores = np.zeros((len(queries), k), dtype=np.float32)
+    ids[:, : found.shape[1]], scores[:, : found.shape[1]] = found, found_scores
+    return ids, scores
 
 
 # ----------------------------------------------------------------------------------- negatives

@@ -30,6 +30,11 @@ def read_state(d: Path) -> dict[str, Any]:
     state = json.loads((d / STATE).read_text(encoding="utf-8"))
     if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
         raise ValueError(f"{STATE} lacks {', '.join(STATE_KEYS)}")
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"{STATE}: epoch should be an integer >= 0, got {epoch!r}")
+    if not isinstance(state["history"], list):
+        raise ValueError(f"{STATE}: history should be a list, got {type(state['history']).__name__}")
     return state
 
 

@@ -39,6 +39,7 @@ from .assembly import ITEM_FIELDS, AssemblySpec
 from .features import FeatureHasher
 from .io import atomic_write_text, hash_file_ends
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
+from .metrics import grades_problem
 from .student import Features, StudentConfig, StudentModel, featurize, save_student
 
 __all__ = [
@@ -252,8 +253,8 @@ def _read_label_manifest(d: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ValueError(f"{f}: expected a JSON object")
     k = manifest.get("grades")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
-        raise ValueError(f"{f}: 'grades' must be an integer >= 2, got {k!r}")
+    if k is not None and (problem := grades_problem(k)) is not None:
+        raise ValueError(f"{f}: 'grades': {problem}")
     return manifest
 
 

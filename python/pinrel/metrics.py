@@ -43,6 +43,19 @@ UNKNOWN_LANG = "und"  # BCP 47 "undetermined": records without a language still 
 # validation
 
 
+# More grades than this is a mistake (an unbinned score or an id column read as the label). The bound
+# also keeps nDCG's 2^grade gains finite and K x K confusion matrices small.
+MAX_GRADES = 1000
+
+
+def grades_problem(grades: Any) -> str | None:
+    """What is wrong with `grades` as a number of grades K, or None when it is an integer in
+    2..MAX_GRADES: the one rule for K, which every reader of K words in its own error."""
+    if isinstance(grades, bool) or not isinstance(grades, (int, np.integer)) or not 2 <= grades <= MAX_GRADES:
+        return f"expected an integer >= 2 (at most {MAX_GRADES}), got {grades!r}"
+    return None
+
+
 def _as_1d(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 1:
@@ -67,14 +80,14 @@ def _as_grades(x: Any, name: str, grades: int | None = None) -> npt.NDArray[np.i
     if arr.size and not np.all(arr == np.round(arr)):
         i = int(np.flatnonzero(arr != np.round(arr))[0])
         raise ValueError(f"{name}: grades must be integers, got {arr[i]!r} at index {i}")
-    out = arr.astype(np.int64)
-    upper = grades if grades is not None else np.iinfo(np.int64).max
-    bad = np.flatnonzero((out < 1) | (out > upper))
+    upper = grades if grades is not None else MAX_GRADES
+    # Checked as floats: a value past int64 would wrap in the cast and be reported as another number.
+    bad = np.flatnonzero((arr < 1) | (arr > upper))
     if bad.size:
         i = int(bad[0])
-        span = f"1..{grades}" if grades is not None else ">= 1"
-        raise ValueError(f"{name}: grade {out[i]} at index {i} is outside {span}")
-    return out
+        value = int(arr[i]) if abs(arr[i]) < 2**53 else float(arr[i])
+        raise ValueError(f"{name}: grade {value} at index {i} is outside 1..{upper}")
+    return arr.astype(np.int64)
 
 
 def check_labels(labels: Any, grades: int, name: str = "labels") -> npt.NDArray[np.int64]:
@@ -92,9 +105,10 @@ def check_labels(labels: Any, grades: int, name: str = "labels") -> npt.NDArray[
 
 
 def check_grades(grades: int) -> int:
-    """K as a plain int, or ValueError unless it is an integer >= 2."""
-    if isinstance(grades, bool) or not isinstance(grades, (int, np.integer)) or grades < 2:
-        raise ValueError(f"grades: expected an integer >= 2, got {grades!r}")
+    """K as a plain int, or ValueError unless `grades_problem` finds it valid."""
+    problem = grades_problem(grades)
+    if problem is not None:
+        raise ValueError(f"grades: {problem}")
     return int(grades)
 
 
@@ -172,12 +186,14 @@ def macro_f1(labels: Any, predicted: Any, grades: int | None = None) -> float:
     A grade that appears in neither has no defined F1 and is left out (as scikit-learn does); a
     grade that is predicted but never true, or true but never predicted, scores 0.
     """
+    if grades is not None:
+        grades = check_grades(grades)
     y = _as_grades(labels, "labels", grades)
     p = _as_grades(predicted, "predicted", grades)
     _same_length(labels=y, predicted=p)
     if not y.size:
         return float("nan")
-    k = int(max(y.max(), p.max())) if grades is None else check_grades(grades)
+    k = int(max(y.max(), p.max())) if grades is None else grades
     cm = confusion_matrix(y, p, max(k, 2))
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)

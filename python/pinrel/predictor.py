@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .metrics import grades_problem
+
 MANIFEST = "pinrel.json"
 
 
@@ -80,13 +82,13 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelDirError(f"model dir {str(d)!r} has no {MANIFEST}; is it a pinrel model directory?")
     try:
         manifest = json.loads(f.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ModelDirError(f"{f}: not valid JSON ({e})") from e
     if not isinstance(manifest, dict) or "kind" not in manifest:
         raise ModelDirError(f"{f}: expected an object with a 'kind' field")
     grades = manifest.get("grades")
-    if not isinstance(grades, int) or isinstance(grades, bool) or grades < 2:
-        raise ModelDirError(f"{f}: 'grades' must be an integer >= 2, got {grades!r}")
+    if (problem := grades_problem(grades)) is not None:
+        raise ModelDirError(f"{f}: 'grades': {problem}")
     return manifest
 
 

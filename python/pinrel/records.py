@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .io import atomic_path
+from .metrics import MAX_GRADES
 
 __all__ = [
     "DEFAULT_GRADES",
@@ -149,7 +150,11 @@ def query_key(text: str) -> str:
 
 def text_id(text: str, prefix: str = "q") -> str:
     """A stable id derived from a text (its `query_key`), for sources that ship no ids."""
-    return prefix + hashlib.sha1(query_key(text).encode("utf-8")).hexdigest()[:16]
+    try:
+        key = query_key(text).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"text: not valid Unicode ({e.reason} at {e.start})") from None
+    return prefix + hashlib.sha1(key).hexdigest()[:16]
 
 
 def _check_grades(grades: Any, what: str = "grades") -> int:
@@ -157,6 +162,8 @@ def _check_grades(grades: Any, what: str = "grades") -> int:
         raise TypeError(f"{what} must be an int >= 2, got {type(grades).__name__}")
     if grades < 2:
         raise RecordsError(f"{what} must be >= 2 (a scale needs at least two grades), got {grades}")
+    if grades > MAX_GRADES:
+        raise RecordsError(f"{what} must be <= {MAX_GRADES} (bin a score column into grades), got {grades}")
     return int(grades)
 
 
@@ -357,7 +364,7 @@ def _text_column(col: _Column | None, n: int, name: str, source: str, row_name: 
             out.append(None if isinstance(v, float) and math.isnan(v) else str(v))
         else:
             raise RecordsError(f"{source}: {row_name(i)}: {name!r} should be text, got {type(v).__name__}")
-    return pa.array(out, pa.string())
+    return _utf8_array(out, pa.string(), name, source, row_name)
 
 
 def _parse_list_text(s: str, name: str, where: str) -> list[str]:
@@ -372,6 +379,8 @@ def _parse_list_text(s: str, name: str, where: str) -> list[str]:
         raise RecordsError(
             f"{where}: {name!r} looks like a JSON array but is not valid JSON ({e.msg})"
         ) from None
+    except RecursionError:
+        raise RecordsError(f"{where}: {name!r} is a JSON array nested too deeply") from None
     if not isinstance(value, list):
         raise RecordsError(f"{where}: {name!r} should be a JSON array of strings")
     return _list_items(value, name, where)
@@ -429,7 +438,24 @@ def _list_column(col: _Column | None, n: int, name: str, source: str, row_name: 
             raise RecordsError(
                 f"{source}: {row_name(i)}: {name!r} should be a list of strings, got {type(v).__name__}"
             )
-    return pa.array(out, _STR_LIST)
+    return _utf8_array(out, _STR_LIST, name, source, row_name)
+
+
+def _utf8_array(values: list[Any], t: pa.DataType, name: str, source: str, row_name: _RowName) -> pa.Array:
+    """`pa.array(values, t)`; a string that is not valid Unicode (a lone surrogate such as "\\ud800",
+    from a bad decode upstream) is reported by row and field rather than by Arrow's encoder."""
+    try:
+        return pa.array(values, t)
+    except UnicodeEncodeError:
+        for i, v in enumerate(values):
+            for s in [v] if isinstance(v, str) else v or []:
+                try:
+                    s.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise RecordsError(
+                        f"{source}: {row_name(i)}: {name!r} is not valid Unicode ({e.reason} at {e.start})"
+                    ) from None
+        raise
 
 
 def _number_values(
@@ -750,6 +776,8 @@ def _read_jsonl(path: Path) -> tuple[list[tuple[str, _Column]], _RowName]:
             raise RecordsError(f"{path}: line {lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
         except _DuplicateKey as e:
             raise RecordsError(f"{path}: line {lineno}: duplicate key {e.args[0]!r}") from None
+        except RecursionError:
+            raise RecordsError(f"{path}: line {lineno}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise RecordsError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
         objects.append(obj)
@@ -839,10 +867,17 @@ def make_records(
             raise RecordsError(f"{source}: duplicate column(s) {', '.join(repr(d) for d in dups)}")
         columns = _table_columns(pa.Table.from_pandas(data, preserve_index=False))
     elif isinstance(data, Mapping):
-        columns = [
-            (str(name), values if isinstance(values, (pa.Array, pa.ChunkedArray)) else list(values))
-            for name, values in data.items()
-        ]
+        columns = []
+        for name, values in data.items():
+            if isinstance(values, (pa.Array, pa.ChunkedArray)):
+                columns.append((str(name), values))
+            # A string is a sequence too, but {"query": "abc"} means one row, not the rows a, b, c.
+            elif isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+                raise TypeError(
+                    f"{source}: column {name!r} should be a list of values, got {type(values).__name__}"
+                )
+            else:
+                columns.append((str(name), list(values)))
     elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         names_seen: dict[str, None] = {}
         for i, row in enumerate(data):
@@ -1022,7 +1057,18 @@ def split_by_query(table: pa.Table, fractions: Sequence[float] = (0.8, 0.2), see
     """
     if not isinstance(table, pa.Table):
         raise TypeError(f"records must be a pyarrow.Table, got {type(table).__name__}")
-    fr = np.asarray([float(f) for f in fractions], dtype=np.float64)
+    if "query" not in table.column_names:
+        raise RecordsError("records: no 'query' column to split by")
+    if table.column("query").null_count:
+        raise RecordsError("records: the 'query' column has missing values; every pair needs its query")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed: expected an integer >= 0, got {seed!r}")
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Iterable):
+        raise TypeError(f"split fractions: expected a sequence of numbers, got {fractions!r}")
+    try:
+        fr = np.asarray([float(f) for f in fractions], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RecordsError(f"split fractions must be positive numbers, got {list(fractions)}") from None
     if fr.size < 1 or not np.isfinite(fr).all() or (fr <= 0).any():
         raise RecordsError(f"split fractions must be positive numbers, got {list(fractions)}")
     if abs(fr.sum() - 1.0) > 1e-6:

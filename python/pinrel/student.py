@@ -32,6 +32,7 @@ from torch import nn
 
 from .assembly import ITEM_FIELDS, AssemblySpec, assemble
 from .features import MATCH_FEATURE_NAMES, FeatureHasher
+from .metrics import check_grades
 from .predictor import MANIFEST, ModelDirError, read_manifest, write_manifest
 
 __all__ = [
@@ -78,8 +79,7 @@ class StudentConfig:
     extra_dim: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.grades, bool) or not isinstance(self.grades, (int, np.integer)) or self.grades < 2:
-            raise ValueError(f"grades: expected an integer >= 2, got {self.grades!r}")
+        check_grades(self.grades)
         _positive_int(self.n_features, "n_features")
         _positive_int(self.embed_dim, "embed_dim")
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (list, tuple)):

@@ -1,4 +1,5 @@
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use pyo3::exceptions::PyMemoryError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use rayon::prelude::*;
@@ -301,24 +302,31 @@ impl PyBm25Index {
     /// Top-k documents per query as `(doc_ids, scores)`, each `[n_queries, k]`; -1 pads short lists.
     fn top_k<'py>(&self, py: Python<'py>, queries: &Bound<'py, PyAny>, k: &Bound<'py, PyAny>) -> PyResult<TopK<'py>> {
         let k = usize_arg(k, "k")?;
-        if k == 0 {
-            return Err(value_error("k", "must be >= 1, got 0"));
+        let n = self.index.n_docs();
+        // A row holds at most the index's documents; a larger k would only add padding.
+        if k == 0 || k > n {
+            return Err(value_error(
+                "k",
+                format!("must be in 1..={n} (the index's documents), got {k}"),
+            ));
         }
         let q_objs = str_objects(queries, "queries")?;
         let qs = borrow_strs(&q_objs, "queries")?;
         let nq = qs.len();
-        let (ids, scores): (Vec<i64>, Vec<f32>) = py.detach(|| {
+        // Reserved up front, so that a result too large for memory raises instead of aborting.
+        let too_large = || PyMemoryError::new_err(format!("k: {nq} queries x k={k} results do not fit in memory"));
+        let cells = nq.checked_mul(k).ok_or_else(too_large)?;
+        let mut ids = filled(cells, -1i64).ok_or_else(too_large)?;
+        let mut scores = filled(cells, 0f32).ok_or_else(too_large)?;
+        py.detach(|| {
             threads::install(|| {
                 let rows: Vec<Vec<(usize, f32)>> = qs.par_iter().map(|q| self.index.top_k(q, k)).collect();
-                let mut ids = vec![-1i64; nq * k];
-                let mut scores = vec![0f32; nq * k];
                 for (r, row) in rows.iter().enumerate() {
                     for (j, &(d, s)) in row.iter().enumerate() {
                         ids[r * k + j] = d as i64;
                         scores[r * k + j] = s;
                     }
                 }
-                (ids, scores)
             })
         });
         Ok((
@@ -326,6 +334,14 @@ impl PyBm25Index {
             scores.into_pyarray(py).reshape([nq, k])?,
         ))
     }
+}
+
+/// `len` copies of `value`, or None when the memory cannot be had.
+fn filled<T: Clone>(len: usize, value: T) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, value);
+    Some(v)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

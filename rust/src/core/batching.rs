@@ -32,7 +32,9 @@ pub fn bucket_batches(lengths: &[usize], max_tokens: usize, max_batch_size: usiz
     for idx in order {
         let len = lengths[idx].max(1);
         let new_max = current_max.max(len);
-        let fits = current.len() < max_batch_size && new_max.saturating_mul(current.len() + 1) <= max_tokens;
+        // A product past usize::MAX is past any max_tokens: it must not wrap or saturate into a fit.
+        let padded = new_max.checked_mul(current.len() + 1);
+        let fits = current.len() < max_batch_size && padded.is_some_and(|t| t <= max_tokens);
         if !current.is_empty() && !fits {
             batches.push(std::mem::take(&mut current));
             current_max = 0;
@@ -48,11 +50,12 @@ pub fn bucket_batches(lengths: &[usize], max_tokens: usize, max_batch_size: usiz
 
 /// Padding waste of a batching: padded-but-empty slots over all slots (0 when nothing is padded).
 pub fn padding_waste(lengths: &[usize], batches: &[Vec<usize>]) -> f64 {
-    let (mut real, mut slots) = (0usize, 0usize);
+    // In u128: lengths near usize::MAX (from Python's int64 or float input) must not wrap the sums.
+    let (mut real, mut slots) = (0u128, 0u128);
     for batch in batches {
-        let max_len = batch.iter().map(|&i| lengths[i]).max().unwrap_or(0);
-        slots += max_len * batch.len();
-        real += batch.iter().map(|&i| lengths[i]).sum::<usize>();
+        let max_len = batch.iter().map(|&i| lengths[i]).max().unwrap_or(0) as u128;
+        slots = slots.saturating_add(max_len * batch.len() as u128);
+        real = real.saturating_add(batch.iter().map(|&i| lengths[i] as u128).sum::<u128>());
     }
     if slots == 0 {
         0.0
@@ -120,6 +123,20 @@ mod tests {
             .contains("max_batch_size"));
         let err = bucket_batches(&[1, 20, 2], 8, 4).unwrap_err().to_string();
         assert!(err.contains("lengths[1]"), "{err}");
+    }
+
+    #[test]
+    fn huge_lengths_neither_wrap_nor_saturate() {
+        let big = 1usize << (usize::BITS - 1);
+        // Two of them pad to 2^64 slots, one more than usize::MAX: they cannot share a batch.
+        let batches = bucket_batches(&[big, big], usize::MAX, 8).unwrap();
+        assert_eq!(batches, vec![vec![0], vec![1]]);
+        let waste = padding_waste(&[big, big, 1], &[vec![0, 1, 2]]);
+        assert!(
+            (waste - (big as f64 - 1.0) / (3.0 * big as f64)).abs() < 1e-12,
+            "{waste}"
+        );
+        assert_eq!(padding_waste(&[usize::MAX, usize::MAX], &[vec![0, 1]]), 0.0);
     }
 
     #[test]
