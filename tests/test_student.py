@@ -266,6 +266,9 @@ def test_load_refuses_unknown_hasher_keys(artifact: Path) -> None:
     [
         (lambda m: m.update(kind="teacher-ish"), "unknown kind"),
         (lambda m: m["config"].update(embed_dim=16), "shape"),
+        # Checked before the model is built: 2^40 used to fail in torch's allocator, or be OOM-killed.
+        (lambda m: m["config"].update(embed_dim=2**40), "shape"),
+        (lambda m: m["config"].update(hidden=[2**40]), "shape"),
         (lambda m: m["config"].update(depth=3), "unknown key"),
         (lambda m: m.update(grades=4), "grades"),
         (lambda m: m.update(grades=10**20), r"'grades': expected an integer >= 2 \(at most 1000\)"),
@@ -277,6 +280,13 @@ def test_load_refuses_inconsistent_manifests(artifact: Path, edit: object, messa
     _edit_manifest(artifact, edit)
     with pytest.raises(ModelDirError, match=message):
         load_predictor(artifact)
+
+
+def test_bad_device_is_named(artifact: Path) -> None:
+    with pytest.raises(ValueError, match="device: 'nope' is not a torch device"):
+        Scorer.load(artifact, device="nope")
+    with pytest.raises(TypeError, match=r"device: expected a str or torch\.device"):
+        load_predictor(artifact, device=0)
 
 
 def test_load_refuses_a_deeply_nested_manifest(artifact: Path) -> None:

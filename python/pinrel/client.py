@@ -31,8 +31,13 @@ class Client:
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url: expected an http(s) URL, got {url!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout: must be > 0, got {timeout!r}")
+        # Bounded: an infinite timeout would overflow the socket's deadline, but only once a request
+        # is sent; a bad backoff only once a request has failed.
+        for name, value, lo, hi in (("timeout", timeout, 0.0, 86400.0), ("backoff_s", backoff_s, 0.0, 60.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise ValueError(f"{name}: expected seconds in [{lo:g}, {hi:g}], got {value!r}")
+        if timeout == 0:
+            raise ValueError("timeout: must be > 0, got 0")
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
             raise ValueError(f"retries: must be an integer in [0, 10], got {retries!r}")
         self.url = url.rstrip("/")
@@ -56,7 +61,11 @@ class Client:
         raise AssertionError("unreachable")
 
     def _request_once(self, method: str, path: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        try:
+            # allow_nan=False: NaN is not JSON, and the service would refuse it less directly.
+            data = None if payload is None else json.dumps(payload, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: the request cannot be sent as JSON ({e})") from None
         req = urllib.request.Request(
             self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
         )
@@ -82,13 +91,23 @@ class Client:
         payload: dict[str, Any] = {"query": query, "items": list(items)}
         if top_k is not None:
             payload["top_k"] = top_k
-        return list(self._request("POST", "/v1/score", payload)["results"])
+        return list(self._object("POST", "/v1/score", payload)["results"])
 
     def model(self) -> dict[str, Any]:
-        return dict(self._request("GET", "/v1/model"))
+        return self._object("GET", "/v1/model")
 
     def healthy(self) -> bool:
         try:
-            return self._request("GET", "/healthz").get("status") == "ok"
-        except (ServiceError, OSError):
+            return self._object("GET", "/healthz").get("status") == "ok"
+        except (ServiceError, OSError, ValueError):
             return False
+
+    def _object(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
+        """The response, which must be a JSON object; ValueError for anything else (another service)."""
+        try:
+            body = self._request(method, path, payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{self.url}{path}: the response is not JSON ({e})") from None
+        if not isinstance(body, dict):
+            raise ValueError(f"{self.url}{path}: expected a JSON object, got {type(body).__name__}")
+        return body

@@ -516,6 +516,16 @@ def _check_weights(
             )
 
 
+def as_device(device: Any) -> torch.device:
+    """`device` as a torch.device, or ValueError naming it ("cpu", "cuda", "cuda:0", a torch.device)."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device: expected a str or torch.device, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device: {device!r} is not a torch device ({e})") from None
+
+
 def load_student(
     path: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[StudentModel, FeatureHasher, AssemblySpec, dict[str, Any]]:
@@ -547,10 +557,13 @@ def load_student(
         weights = load_file(str(d / WEIGHTS))
     except Exception as e:  # safetensors raises its own error types for torn or foreign files
         raise ModelDirError(f"{d / WEIGHTS}: cannot read ({e})") from None
+    # Shapes first, on the meta device (no memory): a manifest claiming sizes its weights do not
+    # have must not get to allocate them.
+    with torch.device("meta"):
+        _check_weights(weights, StudentModel(config), hasher, d / WEIGHTS)
     model = StudentModel(config)
-    _check_weights(weights, model, hasher, d / WEIGHTS)
     model.load_state_dict(weights, strict=True)
-    model.to(device)
+    model.to(as_device(device))
     model.eval()
     return model, hasher, spec, manifest
 
@@ -608,7 +621,7 @@ class Scorer:
                 f"hasher has n_features={hasher.n_features} but the model's bags have "
                 f"{model.config.n_features} rows"
             )
-        dev = torch.device(device)
+        dev = as_device(device)
         model = model.to(dev).eval()
         self._parts = _Parts(model, hasher, spec, dev, dict(manifest or {}))
 

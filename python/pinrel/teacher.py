@@ -38,6 +38,7 @@ from .backends import get_backend
 from .backends.hf import collate, ensure_pad_token, is_decoder_config, tokenize
 from .batching import bucket_batches
 from .killhook import kill_at_epoch, maybe_kill
+from .metrics import grades_problem
 from .predictor import ModelDirError, read_manifest, write_manifest
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ class TeacherConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < low:
                 raise TeacherError(f"{name}: expected an integer >= {low}, got {value!r}")
+        if (problem := grades_problem(self.grades)) is not None:
+            raise TeacherError(f"grades: {problem}")
         for name, lo, hi in (
             ("lora_dropout", 0.0, 1.0),
             ("weight_decay", 0.0, 1.0),
