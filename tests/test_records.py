@@ -673,3 +673,17 @@ def test_split_by_query_checks_its_arguments() -> None:
     for seed in (-1, "x", True):
         with pytest.raises(TypeError, match="seed: expected an integer >= 0"):
             split_by_query(table, seed=seed)  # type: ignore[arg-type]
+
+
+def test_bin_ranges_and_number_text_are_strict() -> None:
+    # hi - lo overflowed into NaN/inf edges, and a tiny range gave duplicate edges, both silently.
+    with pytest.raises(RecordsError, match="bin edges must be finite"):
+        equal_width_edges(-1.7e308, 1.7e308)
+    with pytest.raises(RecordsError, match="strictly increasing"):
+        equal_width_edges(0.0, 5e-324)
+    with pytest.raises(TypeError, match="bin range lo: expected a number"):
+        equal_width_edges("0", 5)  # type: ignore[arg-type]
+    # float() reads "2_0" as 20 (a Python literal); in a data file it is a typo.
+    with pytest.raises(RecordsError, match="label '2_0' is not a number"):
+        make_records({"query": ["a"], "label": ["2_0"]})
+    assert make_records({"query": ["a"], "label": [" 2 "]}).column("label").to_pylist() == [2]

@@ -240,9 +240,15 @@ def _check_edges(edges: Sequence[float]) -> np.ndarray:
 def equal_width_edges(lo: float, hi: float, grades: int = DEFAULT_GRADES) -> list[float]:
     """Edges of `grades` equal-width bins over [lo, hi]."""
     k = _check_grades(grades)
+    for name, x in (("lo", lo), ("hi", hi)):
+        if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+            raise TypeError(f"bin range {name}: expected a number, got {x!r}")
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise RecordsError(f"bin range must be finite with lo < hi, got [{lo}, {hi}]")
-    return [float(x) for x in np.linspace(lo, hi, k + 1)]
+    # A range too wide (hi - lo overflows) or too narrow for k distinct edges fails the edge checks.
+    with np.errstate(over="ignore", invalid="ignore"):
+        edges = np.linspace(lo, hi, k + 1)
+    return [float(x) for x in _check_edges(edges.tolist())]
 
 
 def parse_label_bins(spec: str, grades: int | None = None) -> list[float]:
@@ -485,6 +491,10 @@ def _number_values(
                 missing[i] = True
                 continue
             try:
+                # float() also reads Python literals ("2_0" is 20) and any script's digits; a data
+                # file's numbers are ASCII, and anything else is more likely a typo than a grade.
+                if not v.isascii() or "_" in v:
+                    raise ValueError(v)
                 values[i] = float(v)
             except ValueError:
                 raise RecordsError(f"{source}: {row_name(i)}: {name} {v!r} is not a number") from None
