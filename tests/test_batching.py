@@ -151,7 +151,10 @@ def test_padding_waste() -> None:
     assert pinrel.padding_waste([0, 0], [[0, 1]]) == 0.0
     assert pinrel.padding_waste(np.array([1, 3]), [np.array([0, 1])]) == pytest.approx(2 / 6)
     expect_error(ValueError, "batches[0]", pinrel.padding_waste, [1, 2, 3], [[0, 5]])
-    expect_error(ValueError, "batches[0]", pinrel.padding_waste, [1, 2, 3], [[-1]])
+    # The element is named by its place in `batches` (it was "lengths[0]"), and a wrong type stays a
+    # TypeError (it was re-wrapped as a ValueError).
+    expect_error(ValueError, "batches[0][0]: must be >= 0", pinrel.padding_waste, [1, 2, 3], [[-1]])
+    expect_error(TypeError, "batches[1][0]: expected int", pinrel.padding_waste, [1, 2, 3], [[0], ["x"]])
     expect_error(TypeError, "batches", pinrel.padding_waste, [1, 2, 3], None)
 
 

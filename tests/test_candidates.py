@@ -210,3 +210,9 @@ def test_top_k_is_bounded_by_the_index() -> None:
     catalog = pa.table({"title": ["red mug", "blue cup"]})
     ids, scores = bm25_top_k(["red", "cup"], catalog, 5)
     assert ids.shape == (2, 5) and (ids[:, 2:] == -1).all() and ids[0, 0] == 0 and ids[1, 0] == 1
+
+
+def test_score_reads_strided_doc_ids() -> None:
+    index = pinrel.Bm25Index(["red mug", "blue cup", "red cup"])
+    ids = np.array([0, 9, 1, 9, 2], dtype=np.int64)[::2]  # a view, as bucket_batches also accepts
+    np.testing.assert_array_equal(index.score(["red"] * 3, ids), index.score(["red"] * 3, ids.copy()))

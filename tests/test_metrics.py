@@ -230,3 +230,14 @@ def test_grades_are_bounded_and_checked_first() -> None:
     # Gains 2^grade overflowed past grade 1024, and the query's nDCG silently became NaN.
     with pytest.raises(ValueError, match="outside"):
         metrics.ndcg_at_k(["a", "a"], [1, 1100], [0.2, 0.1], 10)
+
+
+def test_array_shapes_and_kinds_are_named() -> None:
+    with pytest.raises(ValueError, match="labels: expected a 1-D array of numbers"):
+        metrics.accuracy([1, [1, 2]], [1, 2])
+    # Complex input used to lose its imaginary part in the cast, silently.
+    with pytest.raises(ValueError, match="predicted: expected real numbers"):
+        metrics.accuracy([1, 2], np.array([1 + 1j, 2]))
+    # The index reported is the value's that is out of range, not the first below 0.
+    with pytest.raises(ValueError, match=r"value 1\.5 at index 1 is outside \[0, 1\]"):
+        metrics.calibration_bins([-1e-7, 1.5], [0, 1])

@@ -661,7 +661,7 @@ def test_deep_jsonl_is_refused(tmp_path: Path) -> None:
 
 def test_split_by_query_checks_its_arguments() -> None:
     table = make_records([{"query": f"q{i}", "label": 1 + i % 2} for i in range(10)])
-    with pytest.raises(RecordsError, match="no 'query' column"):
+    with pytest.raises(RecordsError, match=r"missing column\(s\) query"):
         split_by_query(table.drop_columns(["query"]))
     with pytest.raises(RecordsError, match="'query' column has missing values"):
         split_by_query(pa.table({"query": ["a", None]}))
@@ -687,3 +687,27 @@ def test_bin_ranges_and_number_text_are_strict() -> None:
     with pytest.raises(RecordsError, match="label '2_0' is not a number"):
         make_records({"query": ["a"], "label": ["2_0"]})
     assert make_records({"query": ["a"], "label": [" 2 "]}).column("label").to_pylist() == [2]
+
+
+def test_helpers_name_what_is_wrong() -> None:
+    table = make_records([{"query": "q", "title": "t", "label": 1}])
+    for call in (
+        lambda: num_grades(None),  # type: ignore[arg-type]
+        lambda: with_grades({"query": ["q"]}, 5),  # type: ignore[arg-type]
+        lambda: item_columns(None),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match=r"records must be a pyarrow\.Table"):
+            call()
+    with pytest.raises(RecordsError, match=r"missing column\(s\) .*lang"):
+        items_of(table.drop_columns(["lang"]))
+    for bad in (None, "a=title", [5]):
+        with pytest.raises(TypeError, match="column mapping"):
+            parse_mapping(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="label bins: expected text"):
+        parse_label_bins(None)  # type: ignore[arg-type]
+    # Line numbers that do not match the rows failed only when an error message needed one.
+    with pytest.raises(ValueError, match=r"lines: expected one line number per row \(2\)"):
+        make_records({"query": ["a", "b"]}, lines=[10])
+    # A float id column's NaN is a missing id, as in the Python path, not the text "nan".
+    ids = make_records(pa.table({"query": ["a", "b"], "query_id": [1.0, float("nan")]})).column("query_id")
+    assert ids.to_pylist() == ["1", None]

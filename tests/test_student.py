@@ -304,3 +304,16 @@ def test_load_refuses_missing_or_torn_weights(artifact: Path, tmp_path: Path) ->
         Scorer.load(artifact)
     with pytest.raises(ModelDirError, match="does not exist"):
         Scorer.load(tmp_path / "nowhere")
+
+
+def test_manifests_are_strict_json(tmp_path: Path) -> None:
+    from pinrel.predictor import write_manifest
+
+    metrics = {"ndcg": float("nan"), "auc": np.float32(0.5), "top": float("inf"), "n": np.int64(3)}
+    write_manifest(tmp_path, {"kind": "student", "grades": 5, "metrics": metrics})
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    written = json.loads((tmp_path / "pinrel.json").read_text(), parse_constant=refuse)
+    assert written["metrics"] == {"ndcg": None, "auc": 0.5, "top": None, "n": 3}

@@ -610,9 +610,9 @@ def _write_checkpoint(
 
 
 def _finite(value: Any) -> Any:
-    from .student import _json_safe
+    from .predictor import json_safe
 
-    return _json_safe(value)
+    return json_safe(value)
 
 
 # ------------------------------------------------------------------------------------ training loop

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 from . import metrics
 from .baselines import BASELINES, baseline_names, make_baseline, query_keys, record_weights
 from .io import atomic_write_text, atomic_write_with
-from .predictor import MANIFEST, Predictor, load_predictor, read_manifest
+from .predictor import MANIFEST, Predictor, json_safe, load_predictor, read_manifest
 from .records import SCHEMA, make_records, num_grades, read_records
 
 if TYPE_CHECKING:
@@ -210,23 +209,6 @@ def _score_baseline(
 
 
 # ---------------------------------------------------------------------------------------------------
-# JSON
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN (an undefined metric) becomes null: JSON has no NaN and readers must not mistake it for 0."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
-    return value
-
-
-# ---------------------------------------------------------------------------------------------------
 # tables (markdown for the report, plain text for the terminal)
 
 
@@ -285,7 +267,7 @@ def _calibration_lines(scored: Sequence[_Scored], labels: npt.NDArray[np.int64])
     lines = []
     for s in scored:
         top = metrics.calibration_bins(s.probs.max(axis=1), s.probs.argmax(axis=1) + 1 == labels)
-        lines.append(f"| {s.name} | {_fmt(_jsonable(top.ece))} |")
+        lines.append(f"| {s.name} | {_fmt(json_safe(top.ece))} |")
     return ["| model | ECE (top grade, 10 bins) |", "|---|---|", *lines]
 
 
@@ -536,7 +518,7 @@ def evaluate(
 
     keys = query_keys(table)
     langs = table.column("lang").to_pylist()
-    results = _jsonable(
+    results = json_safe(
         {
             "model": metrics.compute_all(model_scored.probs, labels, keys, langs),
             "baselines": {
@@ -555,5 +537,6 @@ def evaluate(
     }
     atomic_write_text(out / REPORT_FILE, _report_markdown(results, scored, labels, keys, k, context))
     # metrics.json last: its presence means the whole report is there
-    atomic_write_text(out / METRICS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(results, indent=2, ensure_ascii=False, allow_nan=False)
+    atomic_write_text(out / METRICS_FILE, text + "\n")
     return results

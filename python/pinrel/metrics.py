@@ -57,7 +57,10 @@ def grades_problem(grades: Any) -> str | None:
 
 
 def _as_1d(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"{name}: expected a 1-D array of numbers ({e})") from None
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
     return arr
@@ -65,8 +68,10 @@ def _as_1d(x: Any, name: str) -> np.ndarray:
 
 def _as_finite(x: Any, name: str) -> npt.NDArray[np.float64]:
     arr = _as_1d(x, name)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}")
+    # Complex numbers are numbers to numpy, but the cast would drop their imaginary part.
+    real = np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)
+    if arr.dtype == object or not (real or arr.dtype == np.bool_):
+        raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
     out = arr.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size:
@@ -349,10 +354,10 @@ def calibration_bins(probabilities: Any, outcomes: Any, n_bins: int = 10) -> Cal
     p = _as_finite(probabilities, "probabilities")
     o = _as_finite(outcomes, "outcomes")
     _same_length(probabilities=p, outcomes=o)
-    if ((p < -1e-6) | (p > 1 + 1e-6)).any():
-        raise ValueError(
-            f"probabilities: value outside [0, 1] at index {int(np.flatnonzero((p < 0) | (p > 1))[0])}"
-        )
+    outside = np.flatnonzero((p < -1e-6) | (p > 1 + 1e-6))
+    if outside.size:
+        i = int(outside[0])
+        raise ValueError(f"probabilities: value {float(p[i])} at index {i} is outside [0, 1]")
     if not np.isin(o, (0.0, 1.0)).all():
         raise ValueError("outcomes: expected only 0/1 (or False/True) values")
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)

@@ -6,8 +6,9 @@ A model directory always holds `pinrel.json`; its `kind` says which loader under
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -92,13 +93,26 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
+def json_safe(value: Any) -> Any:
+    """JSON without NaN/inf (which strict parsers reject): undefined metrics become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return json_safe(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_manifest(path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
-    """Atomic write: a crash mid-write leaves the previous manifest, never half a file."""
+    """Atomic write: a crash mid-write leaves the previous manifest, never half a file. Strict JSON:
+    an undefined metric (NaN) is written as null, which every JSON reader accepts."""
     from .io import atomic_write_text
 
-    atomic_write_text(
-        Path(path) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False)
-    )
+    text = json.dumps(json_safe(manifest), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    atomic_write_text(Path(path) / MANIFEST, text)
 
 
 def model_dirs(value: Any, what: str) -> list[Path]:

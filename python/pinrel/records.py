@@ -167,8 +167,17 @@ def _check_grades(grades: Any, what: str = "grades") -> int:
     return int(grades)
 
 
+def _check_table(table: Any, columns: Iterable[str] = ()) -> None:
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"records must be a pyarrow.Table, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise RecordsError(f"records: missing column(s) {', '.join(missing)}; make them with make_records")
+
+
 def num_grades(table: pa.Table) -> int | None:
     """K stored in the table's schema metadata, or None when the table does not say."""
+    _check_table(table)
     meta = table.schema.metadata or {}
     raw = meta.get(GRADES_KEY)
     if raw is None:
@@ -182,6 +191,7 @@ def num_grades(table: pa.Table) -> int | None:
 
 def with_grades(table: pa.Table, grades: int | None) -> pa.Table:
     """The table with K recorded in (or, for None, removed from) its schema metadata."""
+    _check_table(table)
     meta = dict(table.schema.metadata or {})
     if grades is None:
         meta.pop(GRADES_KEY, None)
@@ -210,8 +220,12 @@ def detect_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
 
 def parse_mapping(specs: Iterable[str]) -> dict[str, str]:
     """`["src=field", ...]` (the CLI's repeated `--map src=field`) as a mapping dict."""
+    if isinstance(specs, (str, bytes)) or not isinstance(specs, Iterable):
+        raise TypeError(f"column mapping: expected a list of 'SOURCE=FIELD' strings, got {specs!r}")
     mapping: dict[str, str] = {}
     for spec in specs:
+        if not isinstance(spec, str):
+            raise TypeError(f"column mapping: expected 'SOURCE=FIELD' strings, got {spec!r}")
         # Split at the last "=": field names never contain one, source column names might.
         src, sep, dst = spec.rpartition("=")
         src, dst = src.strip(), dst.strip()
@@ -253,6 +267,8 @@ def equal_width_edges(lo: float, hi: float, grades: int = DEFAULT_GRADES) -> lis
 
 def parse_label_bins(spec: str, grades: int | None = None) -> list[float]:
     """Bin edges from text: "LO:HI" (equal-width, K = grades or 5) or "E0,E1,...,EK" (explicit edges)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"label bins: expected text such as '0:5' or '0,1,2,3,4,5', got {spec!r}")
     text = spec.strip()
     try:
         if ":" in text:
@@ -357,6 +373,9 @@ def _text_column(col: _Column | None, n: int, name: str, source: str, row_name: 
         t = arr.type
         if _is_textual(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
             return _checked_utf8(arr, name, source)
+        if pa.types.is_floating(t):
+            # NaN is a missing value (pandas writes one for a missing id), as in the Python path.
+            arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
             return pc.cast(arr, pa.string())  # numeric ids are common (ESCI query_id, CSV exports)
         if pa.types.is_null(t):
@@ -901,6 +920,11 @@ def make_records(
             "a dict of columns or a list of dicts"
         )
 
+    if lines is not None:
+        n = len(columns[0][1]) if columns else 0
+        if isinstance(lines, (str, bytes)) or not isinstance(lines, Sequence) or len(lines) != n:
+            raise ValueError(f"lines: expected one line number per row ({n}), got {lines!r}"[:200])
+
     def row_name(i: int) -> str:
         return f"line {lines[i]}" if lines is not None else f"row {i + 1}"
 
@@ -930,8 +954,7 @@ def validate_records(table: pa.Table, grades: int | None = None, require_labels:
     Checks the schema (fields, types), that every query is present, that labels lie in 1..K (K from
     `grades`, else the table's metadata, else 5) and, with `require_labels`, that no pair is unlabeled.
     """
-    if not isinstance(table, pa.Table):
-        raise TypeError(f"records must be a pyarrow.Table, got {type(table).__name__}")
+    _check_table(table)
     names = table.column_names
     dups = _duplicates(names)
     if dups:
@@ -1008,8 +1031,7 @@ def records_digest(table: pa.Table) -> str:
 
 
 def _conform(table: pa.Table) -> pa.Table:
-    if not isinstance(table, pa.Table):
-        raise TypeError(f"records must be a pyarrow.Table, got {type(table).__name__}")
+    _check_table(table)
     if table.schema.remove_metadata().equals(SCHEMA):
         return table
     return make_records(table)
@@ -1065,10 +1087,7 @@ def split_by_query(table: pa.Table, fractions: Sequence[float] = (0.8, 0.2), see
     The assignment depends only on the set of queries and the seed, not on row order; rows keep their
     order within each split, and the schema metadata (K) is kept.
     """
-    if not isinstance(table, pa.Table):
-        raise TypeError(f"records must be a pyarrow.Table, got {type(table).__name__}")
-    if "query" not in table.column_names:
-        raise RecordsError("records: no 'query' column to split by")
+    _check_table(table, ["query"])
     if table.column("query").null_count:
         raise RecordsError("records: the 'query' column has missing values; every pair needs its query")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -1105,6 +1124,7 @@ def split_by_query(table: pa.Table, fractions: Sequence[float] = (0.8, 0.2), see
 def item_columns(table: pa.Table, with_lang: bool = True) -> dict[str, list[Any]]:
     """Item fields (and `lang`) as a dict of columns, the cheapest input for `pinrel.assemble`."""
     fields = [*ITEM_FIELDS, "lang"] if with_lang else list(ITEM_FIELDS)
+    _check_table(table, fields)
     return {name: table.column(name).to_pylist() for name in fields}
 
 
@@ -1115,4 +1135,5 @@ def items_of(table: pa.Table, with_lang: bool = True, with_ids: bool = False) ->
         fields.append("lang")
     if with_ids:
         fields.append("item_id")
+    _check_table(table, fields)
     return table.select(fields).to_pylist()

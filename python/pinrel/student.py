@@ -33,7 +33,7 @@ from torch import nn
 from .assembly import ITEM_FIELDS, AssemblySpec, assemble
 from .features import MATCH_FEATURE_NAMES, FeatureHasher
 from .metrics import check_grades
-from .predictor import MANIFEST, ModelDirError, read_manifest, write_manifest
+from .predictor import MANIFEST, ModelDirError, json_safe, read_manifest, write_manifest
 
 __all__ = [
     "KIND",
@@ -416,19 +416,6 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in bare.state_dict().items()}
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON without NaN/inf (which strict parsers reject): undefined metrics become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def save_student(
     out_dir: str | os.PathLike[str],
     model: nn.Module,
@@ -467,9 +454,9 @@ def save_student(
         "assembly_spec": spec.to_dict(),
         "config": config.to_dict(),
         "features": feature_names(config),
-        "metrics": _json_safe(dict(metrics or {})),
-        "teacher": _json_safe(dict(teacher or {})),
-        "history": _json_safe(list(history or [])),
+        "metrics": json_safe(dict(metrics or {})),
+        "teacher": json_safe(dict(teacher or {})),
+        "history": json_safe(list(history or [])),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ from .backends.hf import collate, ensure_pad_token, is_decoder_config, tokenize
 from .batching import bucket_batches
 from .killhook import kill_at_epoch, maybe_kill
 from .metrics import grades_problem
-from .predictor import ModelDirError, read_manifest, write_manifest
+from .predictor import ModelDirError, json_safe, read_manifest, write_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -1246,9 +1246,8 @@ def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
         part["config"] = {k: v for k, v in m.get("config", {}).items() if k not in _RUNTIME_SETTINGS}
         return part
 
-    # Through JSON, as the stored one went: tuples become lists; a NaN never compares equal, so
-    # a manifest holding one is simply exported again.
-    fresh = json.loads(json.dumps(manifest))
+    # As the stored one was written: tuples become lists, NaN becomes null.
+    fresh = json.loads(json.dumps(json_safe(manifest)))
     return existing if model_part(fresh) == model_part(existing) else None
 
 

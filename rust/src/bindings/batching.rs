@@ -6,8 +6,9 @@ use super::errors::{to_py, type_error, value_error};
 use super::extract::{non_empty, sequence, type_name, usize_arg};
 use crate::core::batching;
 
-/// Lengths from a list of ints or a 1-D numpy array (integer or float; floats must be whole).
-fn lengths_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
+/// Non-negative integers (lengths, or a batch's indices) from a list of ints or a 1-D numpy array
+/// (integer or float; floats must be whole); errors name `name[i]`.
+fn counts_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<usize>> {
     if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
         // as_array rather than as_slice: a strided view (`lengths[::2]`) is valid input, not an error.
         return arr
@@ -15,7 +16,7 @@ fn lengths_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
             .iter()
             .enumerate()
             .map(|(i, &v)| {
-                usize::try_from(v).map_err(|_| value_error(&format!("lengths[{i}]"), format!("must be >= 0, got {v}")))
+                usize::try_from(v).map_err(|_| value_error(&format!("{name}[{i}]"), format!("must be >= 0, got {v}")))
             })
             .collect();
     }
@@ -25,7 +26,7 @@ fn lengths_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
             .iter()
             .enumerate()
             .map(|(i, &v)| {
-                let arg = format!("lengths[{i}]");
+                let arg = format!("{name}[{i}]");
                 if !v.is_finite() {
                     Err(value_error(&arg, format!("must be a finite integer, got {v}")))
                 } else if v < 0.0 || v.fract() != 0.0 {
@@ -38,15 +39,15 @@ fn lengths_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
     }
     if obj.hasattr("dtype")? && !obj.is_instance_of::<PyList>() {
         return Err(type_error(
-            "lengths",
+            name,
             "a 1-D array of int64 or float64 (or a list of int)",
             &type_name(obj),
         ));
     }
-    sequence(obj, "lengths")?
+    sequence(obj, name)?
         .iter()
         .enumerate()
-        .map(|(i, v)| usize_arg(v, &format!("lengths[{i}]")))
+        .map(|(i, v)| usize_arg(v, &format!("{name}[{i}]")))
         .collect()
 }
 
@@ -58,7 +59,7 @@ fn bucket_batches<'py>(
     max_tokens: &Bound<'py, PyAny>,
     max_batch_size: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<Bound<'py, PyArray1<i64>>>> {
-    let lengths = non_empty(lengths_arg(lengths)?, "lengths")?;
+    let lengths = non_empty(counts_arg(lengths, "lengths")?, "lengths")?;
     let max_tokens = usize_arg(max_tokens, "max_tokens")?;
     let max_batch_size = match max_batch_size {
         Some(v) => usize_arg(v, "max_batch_size")?,
@@ -75,10 +76,10 @@ fn bucket_batches<'py>(
 
 #[pyfunction]
 fn padding_waste(lengths: &Bound<'_, PyAny>, batches: &Bound<'_, PyAny>) -> PyResult<f64> {
-    let lengths = lengths_arg(lengths)?;
+    let lengths = counts_arg(lengths, "lengths")?;
     let mut parsed = Vec::new();
     for (b, batch) in sequence(batches, "batches")?.iter().enumerate() {
-        let idx = lengths_arg(batch).map_err(|e| value_error(&format!("batches[{b}]"), e))?;
+        let idx = counts_arg(batch, &format!("batches[{b}]"))?;
         if let Some(&bad) = idx.iter().find(|&&i| i >= lengths.len()) {
             return Err(value_error(
                 &format!("batches[{b}]"),

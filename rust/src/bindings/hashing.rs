@@ -274,7 +274,8 @@ impl PyBm25Index {
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let q_objs = str_objects(queries, "queries")?;
         let qs = borrow_strs(&q_objs, "queries")?;
-        let ids = doc_ids.as_slice()?;
+        // A strided view (`ids[::2]`) is valid input: read through the view, as bucket_batches does.
+        let ids: Vec<i64> = doc_ids.as_array().iter().copied().collect();
         if ids.len() != qs.len() {
             return Err(value_error(
                 "doc_ids",
