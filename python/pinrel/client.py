@@ -19,6 +19,12 @@ class ServiceError(RuntimeError):
         self.body = body
 
 
+def _check_seconds(name: str, value: Any, hi: int, zero_ok: bool) -> None:
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not (number and (value >= 0 if zero_ok else value > 0) and value <= hi):  # NaN fails too
+        raise ValueError(f"{name}: expected seconds in {'[' if zero_ok else '('}0, {hi}], got {value!r}")
+
+
 class Client:
     """`Client("http://127.0.0.1:8000").score("red mug", [{"id": 1, "title": "Red mug"}])`."""
 
@@ -31,13 +37,10 @@ class Client:
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url: expected an http(s) URL, got {url!r}")
-        # Bounded: an infinite timeout would overflow the socket's deadline, but only once a request
-        # is sent; a bad backoff only once a request has failed.
-        for name, value, lo, hi in (("timeout", timeout, 0.0, 86400.0), ("backoff_s", backoff_s, 0.0, 60.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-                raise ValueError(f"{name}: expected seconds in [{lo:g}, {hi:g}], got {value!r}")
-        if timeout == 0:
-            raise ValueError("timeout: must be > 0, got 0")
+        # Checked here: a bad timeout would fail only once a request is sent (inf overflows the socket's
+        # deadline), a bad backoff only once a request has failed.
+        _check_seconds("timeout", timeout, 86400, zero_ok=False)  # a zero timeout never succeeds
+        _check_seconds("backoff_s", backoff_s, 60, zero_ok=True)
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
             raise ValueError(f"retries: must be an integer in [0, 10], got {retries!r}")
         self.url = url.rstrip("/")

@@ -40,6 +40,7 @@ from .features import FeatureHasher
 from .io import atomic_write_text, hash_file_ends
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
 from .metrics import grades_problem
+from .predictor import json_safe
 from .student import Features, StudentConfig, StudentModel, featurize, save_student
 
 __all__ = [
@@ -606,13 +607,7 @@ def _write_checkpoint(
     tensors, meta = _optimizer_files(opt)
     save_file(tensors, str(d / CHECKPOINT_OPTIMIZER))
     state = {"epoch": epoch, "history": history, "fingerprint": fp, "optimizer": meta}
-    (d / checkpoints.STATE).write_text(json.dumps(_finite(state)), encoding="utf-8")
-
-
-def _finite(value: Any) -> Any:
-    from .predictor import json_safe
-
-    return json_safe(value)
+    (d / checkpoints.STATE).write_text(json.dumps(json_safe(state)), encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------ training loop
@@ -732,13 +727,14 @@ def _evaluate(
     return out
 
 
-def _restore(model: StudentModel, fp: str) -> tuple[int, list[dict[str, Any]], Path | None]:
-    """Load the latest checkpoint's weights, if Ray handed one over; returns (epoch, history, dir)."""
+def _restore(model: StudentModel, fp: str) -> tuple[dict[str, Any], Path] | None:
+    """Load the latest checkpoint's weights, if Ray handed one over; returns its state and folder
+    (the optimizer is restored from both once the model is wrapped)."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        return 0, [], None
+        return None
     d = Path(tempfile.mkdtemp(prefix="pinrel-restore-"))
     ckpt.to_directory(str(d))
     state = checkpoints.read_state(d)
@@ -746,7 +742,7 @@ def _restore(model: StudentModel, fp: str) -> tuple[int, list[dict[str, Any]], P
         shutil.rmtree(d, ignore_errors=True)
         raise RuntimeError("checkpoint was written with other model settings; rerun with restart")
     model.load_state_dict(load_file(str(d / CHECKPOINT_MODEL)), strict=True)
-    return int(state["epoch"]), list(state["history"]), d
+    return state, d
 
 
 def _steps_per_epoch(n: int, batch_size: int, device: torch.device) -> int:
@@ -784,13 +780,14 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     bare = StudentModel(scfg)
     if len(train):
         bare.set_match_scaling(train.features.match)  # DDP broadcasts rank 0's statistics
-    start, history, restored = _restore(bare, cfg["fingerprint"])
+    restored = _restore(bare, cfg["fingerprint"])
+    start, history = (int(restored[0]["epoch"]), list(restored[0]["history"])) if restored else (0, [])
     model = ray.train.torch.prepare_model(bare)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     if restored is not None:
-        meta = checkpoints.read_state(restored)["optimizer"]
-        opt.load_state_dict(_optimizer_state(load_file(str(restored / CHECKPOINT_OPTIMIZER)), meta))
-        shutil.rmtree(restored, ignore_errors=True)
+        state, d = restored
+        opt.load_state_dict(_optimizer_state(load_file(str(d / CHECKPOINT_OPTIMIZER)), state["optimizer"]))
+        shutil.rmtree(d, ignore_errors=True)
     steps = _steps_per_epoch(len(train), cfg["batch_size"], device)
     if steps == 0:
         raise RuntimeError("a training worker received no rows; use fewer workers or more data")
@@ -801,17 +798,18 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         metrics.update(_train_epoch(model, opt, train, steps, cfg, rng, device))
         if dev is not None:
             metrics.update(_evaluate(bare, dev, cfg, device))
-        history.append(_finite(metrics))
+        metrics = json_safe(metrics)  # an undefined metric (NaN) is null in JSON, Ray's report and the log
+        history.append(metrics)
         with tempfile.TemporaryDirectory(prefix="pinrel-ckpt-") as tmp:
             ckpt = None
             if rank == 0:
                 _write_checkpoint(Path(tmp), model, opt, epoch, history, cfg["fingerprint"])
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(_finite(metrics), checkpoint=ckpt)
+            ray.train.report(metrics, checkpoint=ckpt)
         if rank == 0:
             # One line per epoch in the driver's (and `ray job logs`) output. A logger, not print: Ray
             # Train patches print in its workers to write each line twice (stdout and its logger).
-            _LOG.info("pinrel distill: %s", json.dumps(_finite(metrics), sort_keys=True))
+            _LOG.info("pinrel distill: %s", json.dumps(metrics, sort_keys=True))
         maybe_kill(cfg["kill_at_epoch"], cfg["kill_marker"], epoch, rank)
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from .assembly import ITEM_FIELDS, AssemblySpec, assemble
 from .features import MATCH_FEATURE_NAMES, FeatureHasher
 from .metrics import check_grades
-from .predictor import MANIFEST, ModelDirError, json_safe, read_manifest, write_manifest
+from .predictor import MANIFEST, ModelDirError, read_manifest, write_manifest
 
 __all__ = [
     "KIND",
@@ -454,9 +454,10 @@ def save_student(
         "assembly_spec": spec.to_dict(),
         "config": config.to_dict(),
         "features": feature_names(config),
-        "metrics": json_safe(dict(metrics or {})),
-        "teacher": json_safe(dict(teacher or {})),
-        "history": json_safe(list(history or [])),
+        # write_manifest turns undefined (NaN) metrics into null.
+        "metrics": dict(metrics or {}),
+        "teacher": dict(teacher or {}),
+        "history": list(history or []),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
