@@ -38,14 +38,10 @@ def load_config(path: str | None) -> dict[str, Any]:
     cfg = dict(DEFAULTS)
     if path is None:
         return cfg
-    import yaml
+    from pinrel.io import read_yaml_mapping
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config: file not found: {p}")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config: {p} must hold a mapping of settings, got {type(data).__name__}")
+    data = read_yaml_mapping(p)
     unknown = sorted(set(data) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"config: {p}: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")

@@ -37,10 +37,11 @@ from safetensors.torch import load_file, save_file
 from . import checkpoints
 from .assembly import ITEM_FIELDS, AssemblySpec
 from .features import FeatureHasher
-from .io import atomic_write_text, hash_file_ends
+from .io import atomic_write_text, hash_file_ends, read_yaml_mapping
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
 from .metrics import grades_problem
 from .predictor import json_safe
+from .records import is_list_type, list_lengths
 from .student import Features, StudentConfig, StudentModel, featurize, save_student
 
 __all__ = [
@@ -202,17 +203,10 @@ class DistillConfig:
 
 def load_config(path: str | os.PathLike[str]) -> DistillConfig:
     """Read a YAML distillation config; errors name the file."""
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    data = read_yaml_mapping(p)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ValueError(f"{p}: not valid YAML ({e})") from None
-    try:
-        return DistillConfig.from_dict(data or {})
+        return DistillConfig.from_dict(data)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{p}: {e}") from None
 
@@ -280,17 +274,13 @@ def _check_complete(d: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
 def _columns(schema: pa.Schema, where: str, extra: str | None) -> list[str]:
     names = schema.names
     required = ["query", "probs"]
     missing = [c for c in required if c not in names]
     if missing:
         raise ValueError(f"{where}: missing column(s) {missing}; label shards need query, item fields, probs")
-    if "probs" in names and not _is_list(schema.field("probs").type):
+    if "probs" in names and not is_list_type(schema.field("probs").type):
         raise ValueError(f"{where}: column 'probs' should be list<float>, got {schema.field('probs').type}")
     items = [c for c in ITEM_FIELDS if c in names]
     if not any(c != "lang" for c in items):
@@ -306,11 +296,7 @@ def _check_probs(col: pa.ChunkedArray, k: int | None, where: str, offset: int) -
     arr = col.combine_chunks()
     if arr.null_count:
         raise ValueError(f"{where}: row {offset + _first_true(arr.is_null())}: probs is null")
-    lengths = (
-        np.full(len(arr), arr.type.list_size)
-        if pa.types.is_fixed_size_list(arr.type)
-        else arr.value_lengths().to_numpy(zero_copy_only=False)
-    )
+    lengths = list_lengths(arr)
     if len(arr) == 0:
         return k or 0
     want = int(lengths[0]) if k is None else k
@@ -366,15 +352,11 @@ def _check_queries_col(col: pa.ChunkedArray, where: str, offset: int) -> None:
 
 def _check_extra(col: pa.ChunkedArray, dim: int | None, where: str, offset: int) -> int:
     arr = col.combine_chunks()
-    if not _is_list(arr.type):
+    if not is_list_type(arr.type):
         raise ValueError(f"{where}: embedding column should be list<float>, got {arr.type}")
     if arr.null_count:
         raise ValueError(f"{where}: row {offset + _first_true(arr.is_null())}: embedding is null")
-    lengths = (
-        np.full(len(arr), arr.type.list_size)
-        if pa.types.is_fixed_size_list(arr.type)
-        else arr.value_lengths().to_numpy(zero_copy_only=False)
-    )
+    lengths = list_lengths(arr)
     if len(arr) == 0:
         return dim or 0
     want = int(lengths[0]) if dim is None else dim

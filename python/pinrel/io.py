@@ -70,3 +70,33 @@ def hash_file_ends(h: Any, path: Path) -> None:
         if size > _END_BYTES:
             f.seek(max(size - _END_BYTES, _END_BYTES))
             h.update(f.read())
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (`{}` for an empty one).
+
+    Every way a config can be unreadable is a ValueError naming the file (a missing one is a
+    FileNotFoundError), so that CLIs print one line instead of a parser's traceback."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        # The parser's own message spans several lines and quotes the text; one line is enough.
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{p}: not valid YAML: {problem or e}{where}") from None
+    except RecursionError:
+        raise ValueError(f"{p}: YAML nested too deeply") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{p}: expected a mapping at the top level, got {type(doc).__name__}")
+    return doc

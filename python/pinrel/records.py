@@ -431,7 +431,7 @@ def _list_column(col: _Column | None, n: int, name: str, source: str, row_name: 
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
         arr = _as_array(col)
         t = arr.type
-        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        if is_list_type(t):
             vt = t.value_type
             if not (_is_textual(vt) or pa.types.is_null(vt)):
                 raise RecordsError(
@@ -940,6 +940,18 @@ def make_records(
 
 
 # --------------------------------------------------------------------------------------------- checks
+
+
+def is_list_type(t: pa.DataType) -> bool:
+    """Whether an Arrow type is one of the three list kinds (list, large_list, fixed_size_list)."""
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def list_lengths(arr: pa.Array) -> np.ndarray:
+    """Every row's length of a list array as int64, a fixed-size list's included."""
+    if pa.types.is_fixed_size_list(arr.type):
+        return np.full(len(arr), arr.type.list_size, dtype=np.int64)
+    return arr.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def first_bad_weight(weights: pa.Array | pa.ChunkedArray) -> int | None:

@@ -34,6 +34,7 @@ from .assembly import ITEM_FIELDS, AssemblySpec, assemble
 from .features import MATCH_FEATURE_NAMES, FeatureHasher
 from .metrics import check_grades
 from .predictor import MANIFEST, ModelDirError, read_manifest, write_manifest
+from .records import is_list_type, list_lengths
 
 __all__ = [
     "KIND",
@@ -295,18 +296,11 @@ def _assemble(items: Any, spec: AssemblySpec, n: int) -> list[str]:
 def _vectors_from_arrow(col: pa.Array | pa.ChunkedArray, name: str) -> npt.NDArray[np.float32]:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    if not (
-        pa.types.is_list(col.type)
-        or pa.types.is_large_list(col.type)
-        or pa.types.is_fixed_size_list(col.type)
-    ):
+    if not is_list_type(col.type):
         raise ValueError(f"{name}: expected a list<float> column, got {col.type}")
     if col.null_count:
         raise ValueError(f"{name}: row {_first_null(col)} is null; every pair needs a vector")
-    if pa.types.is_fixed_size_list(col.type):
-        lengths = np.full(len(col), col.type.list_size, dtype=np.int64)
-    else:
-        lengths = col.value_lengths().to_numpy(zero_copy_only=False)
+    lengths = list_lengths(col)
     if len(col) and (lengths != lengths[0]).any():
         bad = int(np.argmax(lengths != lengths[0]))
         raise ValueError(f"{name}: row {bad} has {lengths[bad]} values, row 0 has {lengths[0]}")

@@ -37,6 +37,7 @@ from .assembly import AssemblySpec, assemble_pairs
 from .backends import get_backend
 from .backends.hf import collate, ensure_pad_token, is_decoder_config, tokenize
 from .batching import bucket_batches
+from .io import read_yaml_mapping
 from .killhook import kill_at_epoch, maybe_kill
 from .metrics import grades_problem
 from .predictor import ModelDirError, json_safe, read_manifest, write_manifest
@@ -253,19 +254,11 @@ class TeacherConfig:
 
 def load_yaml_sections(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(teacher section, data section) of a teacher YAML; a flat file is all teacher config, no data."""
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise TeacherError(f"config file {str(p)!r} does not exist")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise TeacherError(f"{p}: not valid YAML ({e})") from e
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise TeacherError(f"{p}: expected a mapping at the top level, got {type(doc).__name__}")
+        doc = read_yaml_mapping(p)
+    except (FileNotFoundError, ValueError) as e:
+        raise TeacherError(str(e)) from None
     if "teacher" not in doc:
         return doc, {}
     extra = sorted(set(doc) - {"teacher", "data"})

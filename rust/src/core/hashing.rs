@@ -1228,6 +1228,23 @@ mod tests {
 
     use super::*;
 
+    /// One step of a 32-bit xorshift: reproducible test inputs without a dependency.
+    fn xorshift32(state: &mut u32) {
+        *state ^= *state << 13;
+        *state ^= *state >> 17;
+        *state ^= *state << 5;
+    }
+
+    /// A text of fewer than `max_pieces` pieces drawn from `pieces` (the draw advances `state`).
+    fn random_text(pieces: &[&str], state: &mut u32, max_pieces: u32) -> String {
+        (0..(*state % max_pieces))
+            .map(|_| {
+                xorshift32(state);
+                pieces[*state as usize % pieces.len()]
+            })
+            .collect()
+    }
+
     /// The hash definition spelled out naively: one String per gram, through `feature_index`.
     fn reference_row(text: &str, cfg: &HasherConfig) -> (Vec<u32>, Vec<f32>) {
         let toks = words(text, cfg.lowercase);
@@ -1413,9 +1430,7 @@ mod tests {
             let mut state = n as u32 + 1;
             let mut keys: Vec<u32> = (0..n)
                 .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
+                    xorshift32(&mut state);
                     if bits == 32 {
                         state
                     } else {
@@ -1537,9 +1552,7 @@ mod tests {
         for len in 0..2000 {
             let text: String = (0..len % 40)
                 .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
+                    xorshift32(&mut state);
                     alphabet[state as usize % alphabet.len()] as char
                 })
                 .collect();
@@ -1615,14 +1628,7 @@ mod tests {
         ];
         let mut state = 0x2545_f491u32;
         for _ in 0..5000 {
-            let text: String = (0..(state % 16))
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    pieces[state as usize % pieces.len()]
-                })
-                .collect();
+            let text = random_text(&pieces, &mut state, 16);
             let ours: Vec<(usize, &str)> = text
                 .split_word_bound_indices()
                 .filter(|&(_, s)| is_token_segment(s) && s.chars().any(char::is_alphanumeric))
@@ -1641,14 +1647,7 @@ mod tests {
         ];
         let mut state = 0x1234_5678u32;
         for _ in 0..20_000 {
-            let text: String = (0..(state % 24))
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    pieces[state as usize % pieces.len()]
-                })
-                .collect();
+            let text = random_text(&pieces, &mut state, 24);
             let mut cut = Vec::new();
             for_each_token(&text, |w| cut.push(w));
             let mut whole = Vec::new();

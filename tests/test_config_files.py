@@ -1,0 +1,71 @@
+"""The YAML config files of the teacher, the distiller and the labeling job: one reader, one set of errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pinrel.distill import DistillConfig
+from pinrel.distill import load_config as distill_config
+from pinrel.io import read_yaml_mapping
+from pinrel.teacher import TeacherConfig, TeacherError
+
+
+def _label_job_config() -> Callable[[Path], Any]:
+    entry = Path(__file__).resolve().parent.parent / "train" / "label.py"
+    spec = importlib.util.spec_from_file_location("train_label_config", entry)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_config  # type: ignore[no-any-return]
+
+
+LOADERS: dict[str, Callable[[Path], Any]] = {
+    "reader": read_yaml_mapping,
+    "distill": distill_config,
+    "teacher": TeacherConfig.from_yaml,
+    "label job": _label_job_config(),
+}
+
+BAD: dict[str, tuple[bytes, str]] = {
+    "unclosed list": (b"epochs: [1\n", r"not valid YAML: .* at line 2, column 1$"),
+    "bad indent": (b"epochs: 1\n lr: 2\n", r"not valid YAML: mapping values are not allowed here at line 2"),
+    "not UTF-8": (b"\xff\xfeepochs: 1\n", r"not UTF-8 text \(byte 0"),
+    "nested too deeply": (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "YAML nested too deeply"),
+    "a list": (b"- epochs: 1\n", "expected a mapping at the top level, got list"),
+    "a number": (b"3\n", "expected a mapping at the top level, got int"),
+}
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+@pytest.mark.parametrize("case", list(BAD))
+def test_unreadable_configs_are_one_line_errors(tmp_path: Path, loader: str, case: str) -> None:
+    content, message = BAD[case]
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        LOADERS[loader](path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and "\n" not in text
+    if loader == "teacher":
+        assert isinstance(info.value, TeacherError)
+    assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+def test_a_missing_config_is_named(tmp_path: Path, loader: str) -> None:
+    path = tmp_path / "nope.yaml"
+    kind = TeacherError if loader == "teacher" else FileNotFoundError
+    with pytest.raises(kind, match=f"config file '{path}' does not exist"):
+        LOADERS[loader](path)
+
+
+def test_an_empty_config_is_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing set\n", encoding="utf-8")
+    assert read_yaml_mapping(path) == {}
+    assert distill_config(path) == DistillConfig()
