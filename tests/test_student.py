@@ -317,3 +317,23 @@ def test_manifests_are_strict_json(tmp_path: Path) -> None:
 
     written = json.loads((tmp_path / "pinrel.json").read_text(), parse_constant=refuse)
     assert written["metrics"] == {"ndcg": None, "auc": 0.5, "top": None, "n": 3}
+
+
+@pytest.mark.parametrize("make", ["save_student", "Scorer"])
+def test_a_student_is_built_from_matching_parts(tmp_path: Path, make: str) -> None:
+    def build(model: object, hasher: object, spec: object) -> object:
+        if make == "Scorer":
+            return Scorer(model, hasher, spec)  # type: ignore[arg-type]
+        return save_student(tmp_path / "out", model, hasher, spec)  # type: ignore[arg-type]
+
+    model, hasher, spec = _model(), pinrel.FeatureHasher(n_features=N_FEATURES), pinrel.AssemblySpec()
+    with pytest.raises(TypeError, match="model: expected a StudentModel, got Linear"):
+        build(torch.nn.Linear(2, 2), hasher, spec)
+    with pytest.raises(TypeError, match=r"hasher: expected pinrel\.FeatureHasher, got dict"):
+        build(model, {"n_features": N_FEATURES}, spec)
+    with pytest.raises(TypeError, match=r"spec: expected pinrel\.AssemblySpec, got NoneType"):
+        build(model, hasher, None)
+    wrong_size = f"hasher has n_features=1024 but the model's bags have {N_FEATURES} rows"
+    with pytest.raises(ValueError, match=wrong_size):
+        build(model, pinrel.FeatureHasher(n_features=1024), spec)
+    assert not (tmp_path / "out").exists()

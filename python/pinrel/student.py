@@ -410,6 +410,22 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in bare.state_dict().items()}
 
 
+def _check_parts(model: object, hasher: object, spec: object) -> StudentModel:
+    """A student is a model, the hasher that made its features, and the assembly spec of its text."""
+    if not isinstance(model, StudentModel):
+        raise TypeError(f"model: expected a StudentModel, got {type(model).__name__}")
+    if not isinstance(hasher, FeatureHasher):
+        raise TypeError(f"hasher: expected pinrel.FeatureHasher, got {type(hasher).__name__}")
+    if not isinstance(spec, AssemblySpec):
+        raise TypeError(f"spec: expected pinrel.AssemblySpec, got {type(spec).__name__}")
+    if hasher.n_features != model.config.n_features:
+        raise ValueError(
+            f"hasher has n_features={hasher.n_features} but the model's bags have "
+            f"{model.config.n_features} rows"
+        )
+    return model
+
+
 def save_student(
     out_dir: str | os.PathLike[str],
     model: nn.Module,
@@ -428,18 +444,8 @@ def save_student(
     """
     from . import __version__
 
-    bare = getattr(model, "module", model)
-    if not isinstance(bare, StudentModel):
-        raise TypeError(f"model: expected a StudentModel, got {type(bare).__name__}")
-    if not isinstance(hasher, FeatureHasher):
-        raise TypeError(f"hasher: expected pinrel.FeatureHasher, got {type(hasher).__name__}")
-    if not isinstance(spec, AssemblySpec):
-        raise TypeError(f"spec: expected pinrel.AssemblySpec, got {type(spec).__name__}")
+    bare = _check_parts(getattr(model, "module", model), hasher, spec)
     config = bare.config
-    if hasher.n_features != config.n_features:
-        raise ValueError(
-            f"hasher has n_features={hasher.n_features} but the model has {config.n_features} rows"
-        )
     manifest = {
         "kind": KIND,
         "version": __version__,
@@ -592,17 +598,7 @@ class Scorer:
         manifest: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        if not isinstance(model, StudentModel):
-            raise TypeError(f"model: expected StudentModel, got {type(model).__name__}")
-        if not isinstance(hasher, FeatureHasher):
-            raise TypeError(f"hasher: expected pinrel.FeatureHasher, got {type(hasher).__name__}")
-        if not isinstance(spec, AssemblySpec):
-            raise TypeError(f"spec: expected pinrel.AssemblySpec, got {type(spec).__name__}")
-        if hasher.n_features != model.config.n_features:
-            raise ValueError(
-                f"hasher has n_features={hasher.n_features} but the model's bags have "
-                f"{model.config.n_features} rows"
-            )
+        _check_parts(model, hasher, spec)
         dev = as_device(device)
         model = model.to(dev).eval()
         self._parts = _Parts(model, hasher, spec, dev, dict(manifest or {}))
