@@ -179,6 +179,20 @@ def test_cli(catalog: pa.Table, queries: list[str], tmp_path: Path) -> None:
     assert code == 0
     pairs = pq.read_table(tmp_path / "pairs.parquet")
     assert set(pairs.column("source").to_pylist()) == {"bm25", "random"}
+    pq.write_table(pa.table({"query": queries[:3]}), tmp_path / "test.parquet")
+    args = [
+        "candidates",
+        "--queries",
+        str(tmp_path / "queries.parquet"),
+        "--catalog",
+        str(tmp_path / "catalog.parquet"),
+    ]
+    assert (
+        main([*args, "--exclude", str(tmp_path / "test.parquet"), "--out", str(tmp_path / "held.parquet")])
+        == 0
+    )
+    held = set(pq.read_table(tmp_path / "held.parquet").column("query").to_pylist())
+    assert held == set(queries[3:]) - {"nothing matches this"} and held.isdisjoint(queries[:3])
     assert (
         main(
             [
@@ -195,6 +209,36 @@ def test_cli(catalog: pa.Table, queries: list[str], tmp_path: Path) -> None:
         )
         == 2
     )
+
+
+def test_excluded_queries_get_no_candidates(catalog: pa.Table, queries: list[str], tmp_path: Path) -> None:
+    qtable = pa.table({"query": queries[:10], "query_id": [f"q{i}" for i in range(10)]})
+    full, _ = build_candidates(qtable, catalog, k=K, negatives=1)
+    # A records file (one row per pair, so a query repeats) and a table; matched by query_key, so
+    # case and spacing do not let a test query through.
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(
+        "".join(f'{{"query": "{q.upper()}", "title": "x", "label": 2}}\n' for q in [queries[1], queries[1]]),
+        encoding="utf-8",
+    )
+    test = pa.table({"query": ["  " + queries[4].replace(" ", "   ")]})
+    table, stats = build_candidates(qtable, catalog, k=K, negatives=1, exclude=[dev, test])
+    assert stats.excluded_queries == 2 and stats.queries == 8
+    ids = table.column("query_id").to_pylist()
+    assert set(ids) == set(full.column("query_id").to_pylist()) - {"q1", "q4"}
+    # The other queries keep their BM25 candidates (random negatives are drawn anew for fewer queries).
+    gone = pa.compute.is_in(full.column("query_id"), pa.array(["q1", "q4"]))
+    same = full.filter(
+        pa.compute.and_(pa.compute.invert(gone), pa.compute.equal(full.column("source"), "bm25"))
+    )
+    bm25 = table.filter(pa.compute.equal(table.column("source"), "bm25"))
+    assert bm25.column("item_id").to_pylist() == same.column("item_id").to_pylist()
+    with pytest.raises(RecordsError, match="all 10 queries are in the excluded sets"):
+        build_candidates(qtable, catalog, exclude=[qtable])
+    with pytest.raises(TypeError, match="exclude: expected a list of files or tables, got PosixPath"):
+        build_candidates(qtable, catalog, exclude=dev)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match=r"missing\.parquet"):
+        build_candidates(qtable, catalog, exclude=[tmp_path / "missing.parquet"])
 
 
 def test_top_k_is_bounded_by_the_index() -> None:

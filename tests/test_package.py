@@ -6,6 +6,9 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import pinrel
 from pinrel import _native
@@ -63,3 +66,32 @@ def test_import_pinrel_does_not_import_ray_or_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_the_readme_python_api_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Python API example, as written, against a student saved where it looks (student/);
+    only the Client call, which needs a running server, is left out. Its comments' outputs hold."""
+    import re
+
+    import torch
+
+    from pinrel.student import StudentConfig, StudentModel, save_student
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    lines = block.group(1).splitlines()
+    assert any("pinrel.Client(" in line for line in lines)
+    code = "\n".join(line for line in lines if "pinrel.Client(" not in line)
+    torch.manual_seed(0)
+    model = StudentModel(StudentConfig(grades=5, n_features=2**12, embed_dim=8, hidden=(16,)))
+    save_student(tmp_path / "student", model, pinrel.FeatureHasher(n_features=2**12), pinrel.AssemblySpec())
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    shown = re.search(r"pinrel\.assemble\(items\)\n# (\[.*\])\n", block.group(1))
+    assert shown is not None and pinrel.assemble(scope["items"]) == ast.literal_eval(shown.group(1))
+    assert pinrel.assemble_pairs(["red mug"], scope["items"])[0].startswith("query: red mug [SEP] title: Red")
+    assert sorted(int(i) for b in scope["batches"] for i in b) == list(range(len(scope["lengths"])))
+    assert scope["X"].shape == (2, 2**20) and scope["M"].shape == (1, 10)
+    assert len(scope["res"].scores) == 1

@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"the config (or flags) must set {', '.join(missing)}")
 
+    from pinrel.jobs import check_job_paths
     from pinrel.label import label_pairs_ray
+
+    check_job_paths({k: cfg[k] for k in ("pairs", "teacher", "out")})
 
     summary = label_pairs_ray(
         cfg["pairs"],
@@ -91,14 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _entry() -> int:
-    try:
-        return main()
-    except (ValueError, FileNotFoundError) as e:
-        # Bad settings or inputs print one clear line; tracebacks are for bugs.
-        print(f"train/label.py: error: {e}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(_entry())
+    from pinrel.jobs import run_entrypoint
+
+    sys.exit(run_entrypoint("train/label.py", main))

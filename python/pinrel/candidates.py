@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from . import _native
 from .assembly import ITEM_FIELDS, AssemblySpec, assemble
 from .io import atomic_path
-from .records import RecordsError, make_records, text_id
+from .records import RecordsError, make_records, query_key, text_id
 
 __all__ = [
     "SOURCE_BM25",
@@ -66,6 +66,7 @@ class CandidateStats:
     """What `build_candidates` did, for the CLI summary and for tests."""
 
     queries: int = 0
+    excluded_queries: int = 0
     catalog_rows: int = 0
     chunks: int = 0
     bm25_pairs: int = 0
@@ -179,6 +180,25 @@ def read_queries(source: str | os.PathLike[str] | pa.Table) -> pa.Table:
     ids = [str(x) if x not in (None, "") else text_id(q) for x, q in zip(ids, queries, strict=True)]
     langs = table.column("lang").to_pylist() if "lang" in table.column_names else [None] * len(queries)
     return pa.table({"query": queries, "query_id": ids, "lang": pa.array(langs, pa.string())})
+
+
+def _without_excluded(
+    qtable: pa.Table, exclude: Sequence[str | os.PathLike[str] | pa.Table]
+) -> tuple[pa.Table, int]:
+    """The queries whose `query_key` appears in none of the `exclude` sources, and how many were dropped."""
+    if isinstance(exclude, (str, os.PathLike, pa.Table)) or not isinstance(exclude, Sequence):
+        raise TypeError(f"exclude: expected a list of files or tables, got {type(exclude).__name__}")
+    if not exclude:
+        return qtable, 0
+    keys: set[str] = set()
+    for source in exclude:
+        keys.update(query_key(q) for q in read_queries(source).column("query").to_pylist())
+    keep = np.array([query_key(q) not in keys for q in qtable.column("query").to_pylist()], dtype=bool)
+    if not keep.any():
+        raise RecordsError(
+            f"queries: all {qtable.num_rows} queries are in the excluded sets; nothing is left to label"
+        )
+    return qtable.filter(pa.array(keep)), int((~keep).sum())
 
 
 def read_table(path: str | os.PathLike[str], what: str = "queries") -> pa.Table:
@@ -553,16 +573,20 @@ def build_candidates(
     spec: AssemblySpec | None = None,
     k1: float = 1.2,
     b: float = 0.75,
+    exclude: Sequence[str | os.PathLike[str] | pa.Table] = (),
 ) -> tuple[pa.Table, CandidateStats]:
     """Unlabeled pairs for the teacher: per query its BM25 top-`k` items, then `negatives` random ones.
 
-    Returns a records table (`pinrel.records.SCHEMA`, `label` null) with one extra string column
-    `source` ('bm25' or 'random'), and the run's `CandidateStats`. Item rows without an `item_id`
-    get `item-<row>`; `lang` is the query's, else the item's.
+    `exclude` holds query or records files (or tables) whose queries get no candidates, compared by
+    `records.query_key`: pass the dev and test sets, so that the student is never distilled on the
+    queries it is evaluated on. Returns a records table (`pinrel.records.SCHEMA`, `label` null) with
+    one extra string column `source` ('bm25' or 'random'), and the run's `CandidateStats`. Item rows
+    without an `item_id` get `item-<row>`; `lang` is the query's, else the item's.
     """
     t0 = time.perf_counter()
     stats = CandidateStats()
     qtable = read_queries(queries)
+    qtable, stats.excluded_queries = _without_excluded(qtable, exclude)
     cat = _Catalog(catalog)
     negatives = _check_positive_int(negatives, "negatives", minimum=0)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):

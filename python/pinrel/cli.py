@@ -36,12 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        # User errors print one clear line; tracebacks are for bugs.
-        print(f"pinrel {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    from .jobs import run_entrypoint
+
+    return run_entrypoint(f"pinrel {args.command}", lambda: int(args.func(args) or 0))
 
 
 if __name__ == "__main__":

@@ -169,9 +169,8 @@ def check_limits(req: ScoreRequest, max_items: int, max_field_chars: int) -> Non
             else:
                 continue
             if size > max_field_chars:
-                raise LimitError(
-                    f"items[{i}].{name}", f"items[{i}].{name}: at most {max_field_chars} characters"
-                )
+                where = f"items.{i}.{name}"
+                raise LimitError(where, f"{where}: at most {max_field_chars} characters")
 
 
 def render_response(fingerprint: str, req: ScoreRequest, scores: Any) -> Response:
@@ -236,12 +235,23 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     # FastAPI's nested default; malformed JSON arrives here too.
     errors = [
         {
-            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
+            # A JSON syntax error's location is a character offset, not a field.
+            "field": "body"
+            if e.get("type") == "json_invalid"
+            else ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
             "error": e.get("msg", ""),
         }
         for e in exc.errors()
-    ]
-    return JSONResponse(status_code=422, content={"error": "invalid request", "details": errors})
+    ] or [{"field": "body", "error": "invalid request"}]
+    return error_response(422, f"invalid request: {errors[0]['field']}: {errors[0]['error']}", errors)
+
+
+def error_response(status: int, message: str, details: list[dict[str, str]]) -> JSONResponse:
+    """Every 4xx has one shape: `error` (a line for people), `field` (the first field at fault) and
+    `details` (each problem with its field), whether pydantic or a size limit refused the request."""
+    return JSONResponse(
+        status_code=status, content={"error": message, "field": details[0]["field"], "details": details}
+    )
 
 
 @serve.deployment(
@@ -335,8 +345,8 @@ class RelevanceService:
         try:
             check_limits(req, self._options["max_items"], self._options["max_field_chars"])
         except LimitError as e:
-            return JSONResponse(
-                status_code=413 if e.field == "items" else 422, content={"error": str(e), "field": e.field}
+            return error_response(
+                413 if e.field == "items" else 422, str(e), [{"field": e.field, "error": str(e)}]
             )
         model = self._model
         if model is None:

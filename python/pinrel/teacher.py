@@ -252,6 +252,10 @@ class TeacherConfig:
         return dataclasses.asdict(self)
 
 
+# The `data:` section of a teacher YAML: what train/teacher.py reads besides the teacher settings.
+YAML_DATA_KEYS = ("train", "dev", "out", "mapping")
+
+
 def load_yaml_sections(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(teacher section, data section) of a teacher YAML; a flat file is all teacher config, no data."""
     p = Path(path)
@@ -269,6 +273,13 @@ def load_yaml_sections(path: str | os.PathLike[str]) -> tuple[dict[str, Any], di
     teacher, data = doc.get("teacher") or {}, doc.get("data") or {}
     if not isinstance(teacher, dict) or not isinstance(data, dict):
         raise TeacherError(f"{p}: the 'teacher' and 'data' sections must be mappings")
+    unknown = sorted(set(data) - set(YAML_DATA_KEYS))
+    if unknown:
+        # A misspelt `dev` would otherwise train without a dev set, and say nothing.
+        raise TeacherError(
+            f"{p}: unknown key(s) {', '.join(map(repr, unknown))} in 'data'; "
+            f"known keys: {', '.join(YAML_DATA_KEYS)}"
+        )
     return teacher, data
 
 

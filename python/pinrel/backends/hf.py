@@ -250,7 +250,11 @@ class HFBackend:
         return arrival_batches(lengths, self.max_tokens, self.max_batch_size)
 
     def _run(
-        self, texts: Sequence[str], forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], width: int
+        self,
+        texts: Sequence[str],
+        forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        width: int,
+        unit: str = "pair",
     ) -> np.ndarray:
         """Run `forward` over bucketed batches and return its rows, float32, in input order."""
         import torch
@@ -265,7 +269,7 @@ class HFBackend:
         token_ids = tokenize(self.tokenizer, texts, self.max_length)
         lengths = [len(ids) for ids in token_ids]
         pad_id = int(self.tokenizer.pad_token_id)
-        with torch.inference_mode(), tqdm(total=len(texts), disable=not self.progress, unit="pair") as bar:
+        with torch.inference_mode(), tqdm(total=len(texts), disable=not self.progress, unit=unit) as bar:
             for idx in self._batches(lengths):
                 ids, mask = collate([token_ids[i] for i in idx], pad_id, self.device)
                 out[idx] = forward(ids, mask).float().cpu().numpy()
@@ -309,7 +313,7 @@ class HFBackend:
             hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state.float()
             return pool(hidden, mask, mode)
 
-        return self._run(texts, forward, int(self.model.config.hidden_size))
+        return self._run(texts, forward, int(self.model.config.hidden_size), unit="text")
 
     def __repr__(self) -> str:
         return (

@@ -14,6 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "seeded random negatives; written as records Parquet (label null) with a 'source' column.",
     )
     p.add_argument("--queries", required=True, help="queries file (Parquet/CSV/JSONL) with a 'query' column")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="queries or records file whose queries get no candidates (repeatable): pass the dev and "
+        "test sets, so that the student is not distilled on the queries it is evaluated on",
+    )
     p.add_argument("--catalog", required=True, help="catalog Parquet with item fields (streamed in chunks)")
     p.add_argument("--k", type=int, default=50, help="BM25 candidates per query (default 50)")
     p.add_argument("--negatives", type=int, default=0, help="random negatives per query (default 0)")
@@ -38,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         seed=args.seed,
         chunk_rows=args.chunk_rows,
+        exclude=args.exclude,
     )
     path = write_candidates(table, args.out)
+    excluded = f" ({stats.excluded_queries:,} excluded)" if args.exclude else ""
     print(
         f"pinrel candidates: {table.num_rows:,} pairs ({stats.bm25_pairs:,} bm25 + {stats.random_pairs:,} "
-        f"random) for {stats.queries:,} queries over {stats.catalog_rows:,} items in {stats.chunks} "
-        f"chunk(s), {stats.seconds:.1f}s; {stats.queries_without_hits} queries without a BM25 hit, "
-        f"{stats.empty_items} items without text -> {path}",
+        f"random) for {stats.queries:,} queries{excluded} over {stats.catalog_rows:,} items in "
+        f"{stats.chunks} chunk(s), {stats.seconds:.1f}s; {stats.queries_without_hits} queries without a "
+        f"BM25 hit, {stats.empty_items} items without text -> {path}",
         file=sys.stderr,
     )
     for note in stats.notes:

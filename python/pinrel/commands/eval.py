@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 BASELINE_CHOICES = ("bm25", "hashed_lr")
@@ -71,5 +72,5 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(format_table(results))
-    print(f"report written to {args.report}/report.md")
+    print(f"report written to {Path(args.report) / 'report.md'}")
     return 0

@@ -10,7 +10,13 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("serve", help="serve a student over HTTP on a local Ray Serve")
+    p = sub.add_parser(
+        "serve",
+        help="serve a student over HTTP on a local Ray Serve",
+        description="Start a local Ray, deploy the student behind Ray Serve (POST /v1/score, GET /healthz, "
+        "GET /v1/model) and serve until Ctrl-C or SIGTERM. On a cluster, use `serve run/deploy "
+        "serve/config.yaml` instead.",
+    )
     p.add_argument("--model", required=True, help="student directory written by `pinrel distill`")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)

@@ -1,0 +1,130 @@
+"""The `ray job submit` entrypoints in train/: paths that outlive the job, flags, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from pinrel.jobs import JOB_CONFIG_ENV, check_job_paths, in_uploaded_working_dir
+
+REPO = Path(__file__).resolve().parent.parent
+# What Ray's job supervisor sets for an entrypoint submitted with --working-dir.
+IN_JOB = json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}})
+
+
+def _entry(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"train_{name}_jobs", REPO / "train" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("value", "inside"),
+    [
+        (None, False),
+        ("", False),
+        ("not json", False),
+        ("[1]", False),
+        (json.dumps({"runtime_env": {"pip": ["x"]}}), False),
+        (json.dumps({"runtime_env": None}), False),
+        (IN_JOB, True),
+    ],
+)
+def test_in_uploaded_working_dir(monkeypatch: pytest.MonkeyPatch, value: str | None, inside: bool) -> None:
+    if value is None:
+        monkeypatch.delenv(JOB_CONFIG_ENV, raising=False)
+    else:
+        monkeypatch.setenv(JOB_CONFIG_ENV, value)
+    assert in_uploaded_working_dir() is inside
+
+
+def test_relative_paths_are_refused_only_inside_a_job(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    paths = {"pairs": "runs/pairs.parquet", "teacher": [str(tmp_path / "a"), Path("b")], "out": None}
+    monkeypatch.delenv(JOB_CONFIG_ENV, raising=False)
+    check_job_paths(paths)  # outside a job, relative to the current directory as usual
+    monkeypatch.setenv(JOB_CONFIG_ENV, IN_JOB)
+    with pytest.raises(
+        ValueError,
+        match=r"relative path\(s\) in a Ray job with a working dir: pairs=runs/pairs\.parquet, teacher=b\.",
+    ):
+        check_job_paths(paths)
+    check_job_paths({"pairs": str(tmp_path / "p.parquet"), "out": "s3://bucket/labels", "dev": None})
+
+
+@pytest.mark.parametrize(
+    ("name", "argv"),
+    [
+        ("teacher", ["--train", "data/train.parquet", "--out", "/tmp/never-written"]),
+        ("distill", ["--labels", "/tmp/labels", "--out", "runs/student"]),
+        ("label", ["--pairs", "/tmp/pairs.parquet", "--teacher", "runs/teacher", "--out", "/tmp/labels"]),
+    ],
+)
+def test_entrypoints_refuse_relative_paths_in_a_job(tmp_path: Path, name: str, argv: list[str]) -> None:
+    # A subprocess, as Ray runs it: the refusal is one line on stderr and exit status 2, before any work.
+    env = {**_clean_env(), JOB_CONFIG_ENV: IN_JOB}
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train" / f"{name}.py"),
+            "--config",
+            str(REPO / "train" / f"{name}.yaml"),
+            *argv,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip()
+    assert line.startswith(f"train/{name}.py: error: relative path(s) in a Ray job") and "\n" not in line
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != JOB_CONFIG_ENV}
+
+
+def test_entrypoints_take_max_failures(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        _entry("teacher").main(["--max-failures", "x"])
+    bad = tmp_path / "teacher.yaml"
+    bad.write_text(
+        "data:\n  train: /x.csv\n  out: /o\n  dve: /d.csv\nteacher:\n  model: m\n", encoding="utf-8"
+    )
+    with pytest.raises(
+        ValueError, match=r"unknown key\(s\) 'dve' in 'data'; known keys: train, dev, out, mapping"
+    ):
+        _entry("teacher").main(["--config", str(bad)])
+    with pytest.raises(ValueError, match="max_failures"):
+        _entry("teacher").main(["--config", str(REPO / "train" / "teacher.yaml"), "--max-failures", "-1"])
+    with pytest.raises(ValueError, match="max_failures"):
+        _entry("distill").main(
+            ["--labels", str(tmp_path / "l"), "--out", str(tmp_path / "o"), "--max-failures", "-1"]
+        )
+
+
+def test_the_shipped_yaml_files_chain_and_run_on_cpus() -> None:
+    """teacher.yaml's output is label.yaml's teacher, label.yaml's output distill.yaml's labels; the
+    defaults need no GPU, so that a job on a CPU cluster is not left waiting for one."""
+    import yaml
+
+    teacher = yaml.safe_load((REPO / "train" / "teacher.yaml").read_text(encoding="utf-8"))
+    label = yaml.safe_load((REPO / "train" / "label.yaml").read_text(encoding="utf-8"))
+    distill = yaml.safe_load((REPO / "train" / "distill.yaml").read_text(encoding="utf-8"))
+    assert label["teacher"] == teacher["data"]["out"] and distill["labels"] == label["out"]
+    assert label["gpus_per_actor"] == 0 and not distill["gpu"] and not teacher["teacher"]["use_gpu"]
