@@ -35,7 +35,7 @@ def in_uploaded_working_dir() -> bool:
 
 def _is_relative(path: Any) -> bool:
     text = os.fspath(path)
-    # URIs (s3://, gs://, hf model names are not passed here) are not local paths at all.
+    # s3://, gs:// and other URIs name storage outside the job's copy, so they outlive it.
     return "://" not in text and not os.path.isabs(text)
 
 
