@@ -62,24 +62,25 @@ def test_relative_paths_are_refused_only_inside_a_job(
 
 
 @pytest.mark.parametrize(
-    ("name", "argv"),
+    ("name", "argv", "prefix"),
     [
-        ("teacher", ["--train", "data/train.parquet", "--out", "/tmp/never-written"]),
-        ("distill", ["--labels", "/tmp/labels", "--out", "runs/student"]),
-        ("label", ["--pairs", "/tmp/pairs.parquet", "--teacher", "runs/teacher", "--out", "/tmp/labels"]),
+        ("teacher", ["--train", "data/train.parquet", "--out", "/tmp/never-written"], "pinrel teacher"),
+        ("distill", ["--labels", "/tmp/labels", "--out", "runs/student"], "pinrel distill"),
+        (
+            "label",
+            ["--pairs", "/tmp/pairs.parquet", "--teacher", "runs/teacher", "--out", "/tmp/labels"],
+            "train/label.py",
+        ),
     ],
 )
-def test_entrypoints_refuse_relative_paths_in_a_job(tmp_path: Path, name: str, argv: list[str]) -> None:
+def test_entrypoints_refuse_relative_paths_in_a_job(
+    tmp_path: Path, name: str, argv: list[str], prefix: str
+) -> None:
     # A subprocess, as Ray runs it: the refusal is one line on stderr and exit status 2, before any work.
     env = {**_clean_env(), JOB_CONFIG_ENV: IN_JOB}
+    config = str(REPO / "train" / f"{name}.yaml")
     out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "train" / f"{name}.py"),
-            "--config",
-            str(REPO / "train" / f"{name}.yaml"),
-            *argv,
-        ],
+        [sys.executable, str(REPO / "train" / f"{name}.py"), "--config", config, *argv],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -88,7 +89,7 @@ def test_entrypoints_refuse_relative_paths_in_a_job(tmp_path: Path, name: str, a
     )
     assert out.returncode == 2, out.stderr
     line = out.stderr.strip()
-    assert line.startswith(f"train/{name}.py: error: relative path(s) in a Ray job") and "\n" not in line
+    assert line.startswith(f"{prefix}: error: relative path(s) in a Ray job") and "\n" not in line
     assert "Traceback" not in out.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -99,23 +100,28 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != JOB_CONFIG_ENV}
 
 
-def test_entrypoints_take_max_failures(tmp_path: Path) -> None:
+def test_entrypoints_are_their_cli_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """train/teacher.py and train/distill.py take every flag of `pinrel teacher train` / `pinrel distill`
+    (here --max-failures), with their YAML as the default config, and report errors in one line."""
     with pytest.raises(SystemExit):
         _entry("teacher").main(["--max-failures", "x"])
+    capsys.readouterr()
     bad = tmp_path / "teacher.yaml"
     bad.write_text(
         "data:\n  train: /x.csv\n  out: /o\n  dve: /d.csv\nteacher:\n  model: m\n", encoding="utf-8"
     )
-    with pytest.raises(
-        ValueError, match=r"unknown key\(s\) 'dve' in 'data'; known keys: train, dev, out, mapping"
-    ):
-        _entry("teacher").main(["--config", str(bad)])
-    with pytest.raises(ValueError, match="max_failures"):
-        _entry("teacher").main(["--config", str(REPO / "train" / "teacher.yaml"), "--max-failures", "-1"])
-    with pytest.raises(ValueError, match="max_failures"):
-        _entry("distill").main(
-            ["--labels", str(tmp_path / "l"), "--out", str(tmp_path / "o"), "--max-failures", "-1"]
-        )
+    assert _entry("teacher").main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) 'dve' in 'data'; known keys: train, dev, out, mapping" in err
+    assert _entry("teacher").main(["--train", str(tmp_path / "t.csv"), "--max-failures", "-1"]) == 2
+    assert "max_failures" in capsys.readouterr().err  # the default config was read, then the flag applied
+    out = tmp_path / "student"
+    args = ["--labels", str(tmp_path / "l"), "--out", str(out)]
+    assert _entry("distill").main([*args, "--max-failures", "-1"]) == 2
+    assert "max_failures" in capsys.readouterr().err
+    assert _entry("distill").main(args) == 2
+    assert f"labels dir '{tmp_path / 'l'}' does not exist" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_the_shipped_yaml_files_chain_and_run_on_cpus() -> None:

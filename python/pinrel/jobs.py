@@ -18,7 +18,7 @@ from typing import Any
 # Set by Ray's job supervisor for the entrypoint process: {"runtime_env": {...}, "metadata": {...}}.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
-__all__ = ["JOB_CONFIG_ENV", "check_job_paths", "in_uploaded_working_dir", "run_entrypoint"]
+__all__ = ["JOB_CONFIG_ENV", "check_job_paths", "in_uploaded_working_dir", "run_command", "run_entrypoint"]
 
 
 def in_uploaded_working_dir() -> bool:
@@ -63,3 +63,14 @@ def run_entrypoint(name: str, main: Callable[[], int]) -> int:
         # Tracebacks are for bugs; `pinrel` (cli.main) reports the same errors the same way.
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
+
+
+def run_command(command: list[str], config: str, argv: list[str] | None = None) -> int:
+    """`pinrel <command> --config <config> <argv>`: an entrypoint in train/ is its CLI command with a
+    default config, so that the two take the same flags and report errors the same way."""
+    from .cli import main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--config" or a.startswith("--config=") for a in args):
+        args = ["--config", config, *args]
+    return main([*command, *args])

@@ -41,6 +41,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..distill import DistillConfig, distill, load_config
+    from ..jobs import check_job_paths
 
     cfg = load_config(args.config) if args.config else DistillConfig()
     cfg = cfg.with_overrides(
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no labels dir: pass --labels or set 'labels' in the config")
     if not out:
         raise ValueError("no output dir: pass --out or set 'out' in the config")
+    check_job_paths({"labels": labels, "out": out, "dev": cfg.dev if isinstance(cfg.dev, str) else None})
     summary = distill(labels, out, cfg, restart=args.restart)
     print(json.dumps({k: summary[k] for k in ("model_dir", "epoch", "metrics")}, indent=2, sort_keys=True))
     return 0

@@ -102,6 +102,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve(args: argparse.Namespace) -> tuple[Any, str, str | None, str, dict[str, str]]:
     """(config, train path, dev path, out dir, column mapping) from the flags over the YAML file."""
+    from ..jobs import check_job_paths
     from ..records import parse_mapping
     from ..teacher import TeacherConfig, load_yaml_sections
 
@@ -119,6 +120,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, str, str | None, str, dict[s
         raise ValueError("--train is required (or data.train in --config)")
     if not out:
         raise ValueError("--out is required (or data.out in --config)")
+    check_job_paths({"train": train, "dev": dev, "out": out})
     mapping = dict(data.get("mapping") or {})
     mapping.update(parse_mapping(args.map))
     return config, str(train), str(dev) if dev else None, str(out), mapping
