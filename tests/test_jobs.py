@@ -134,3 +134,22 @@ def test_the_shipped_yaml_files_chain_and_run_on_cpus() -> None:
     distill = yaml.safe_load((REPO / "train" / "distill.yaml").read_text(encoding="utf-8"))
     assert label["teacher"] == teacher["data"]["out"] and distill["labels"] == label["out"]
     assert label["gpus_per_actor"] == 0 and not distill["gpu"] and not teacher["teacher"]["use_gpu"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["teacher", "train", "--model", "m", "--train", "/tmp/t.csv", "--out", "runs/teacher"],
+        ["label", "--pairs", "/tmp/p.parquet", "--teacher", "/tmp/t", "--out", "runs/labels"],
+        ["distill", "--labels", "runs/labels", "--out", "/tmp/student"],
+    ],
+)
+def test_pinrel_commands_refuse_relative_paths_in_a_job(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    from pinrel.cli import main
+
+    monkeypatch.setenv(JOB_CONFIG_ENV, IN_JOB)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"pinrel {argv[0]}: error: relative path(s) in a Ray job with a working dir: " in err

@@ -44,8 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..jobs import check_job_paths
     from ..label import label_pairs, label_pairs_ray
 
+    check_job_paths({"pairs": args.pairs, "teacher": args.teacher, "out": args.out})
     extra = {"device": args.device} if args.device else None
     common = dict(
         backend=args.backend,
