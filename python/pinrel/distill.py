@@ -40,8 +40,9 @@ from .features import FeatureHasher
 from .io import atomic_write_text, hash_file_ends, read_yaml_mapping
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
 from .metrics import grades_problem
-from .predictor import json_safe
+from .predictor import check_output_dir, json_safe
 from .records import is_list_type, list_lengths
+from .student import KIND as STUDENT_KIND
 from .student import Features, StudentConfig, StudentModel, featurize, save_student
 
 __all__ = [
@@ -1070,8 +1071,7 @@ def distill(
     if not isinstance(restart, bool):
         raise TypeError(f"restart: expected bool, got {type(restart).__name__}")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out dir {str(out)!r} exists and is not a directory")
+    check_output_dir(out, STUDENT_KIND, STORAGE, "out dir")
     plan = _plan(Path(labels_dir), cfg)
     if plan.train_rows < cfg.workers:
         raise ValueError(f"{plan.train_rows} training rows cannot feed {cfg.workers} workers")

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assembly import ITEM_FIELDS, AssemblySpec, assemble
-from .io import atomic_path
+from .io import atomic_path, check_output_file
 from .predictor import MANIFEST, ModelDirError, read_manifest
 from .records import RecordsError
 
@@ -160,6 +160,7 @@ def embed_file(
     src, dst = Path(texts), Path(out)
     if dst.suffix.lower() not in (".parquet", ".pq", ".npy"):
         raise ValueError(f"out: {dst} must end in .parquet or .npy")
+    check_output_file(dst, {"texts": src})
     if pooling not in _POOLINGS:
         raise ValueError(f"pooling: expected one of {list(_POOLINGS)}, got {pooling!r}")
     names, n = _names(src)

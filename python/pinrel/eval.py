@@ -463,6 +463,34 @@ def _resolve_model(model: Any) -> tuple[Predictor | str, str, int | None]:
     )
 
 
+def _check_report_dir(out: Path) -> None:
+    """Before any scoring: the report may go into a new or empty directory, or replace an earlier
+    pinrel report; never into a model or data directory, nor over someone else's metrics.json."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"report_dir: {str(out)!r} exists and is not a directory")
+    ours = {METRICS_FILE, REPORT_FILE, *PLOTS}
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # temp files
+    foreign = [e for e in entries if e not in ours]
+    problem = None
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        problem = f"holds other files ({shown})"
+    elif METRICS_FILE in entries:
+        try:
+            old = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
+        except (ValueError, RecursionError):
+            old = None
+        if not (isinstance(old, dict) and {"model", "baselines"} <= set(old)):
+            problem = f"holds a {METRICS_FILE} that pinrel eval did not write"
+    if problem:
+        raise ValueError(
+            f"report_dir: {str(out)!r} {problem}; choose a new or empty directory, or one with an earlier "
+            "pinrel report, so that nothing else is overwritten"
+        )
+
+
 def evaluate(
     model: Predictor | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     data: pa.Table | str | os.PathLike[str],
@@ -485,6 +513,7 @@ def evaluate(
     on `data` itself, so no query is ever scored by a baseline that saw it.
     """
     names = baseline_names(baselines)
+    _check_report_dir(Path(report_dir))
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     if n_folds < 2:

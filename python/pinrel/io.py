@@ -100,3 +100,38 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ValueError(f"{p}: expected a mapping at the top level, got {type(doc).__name__}")
     return doc
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output_file(out: str | os.PathLike[str], inputs: dict[str, Any], what: str = "out") -> Path:
+    """Refuse an output file path that is a directory or one of the inputs, before any work is done.
+
+    `inputs` maps each input's name to a path, a list of paths, or None. An atomic rename onto an
+    input would replace the data it was made from, and a directory would fail only at that rename."""
+    p = Path(out)
+    if p.is_dir():
+        raise ValueError(f"{what}: {str(p)!r} is a directory; give a file path")
+    for name, value in inputs.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, (str, os.PathLike)) and _same_file(p, Path(v)):
+                raise ValueError(
+                    f"{what}: {str(p)!r} is also the {name} input; writing it would replace the data it "
+                    "is made from: choose another path"
+                )
+    return p
+
+
+def check_distinct_outputs(outs: list[str | os.PathLike[str]], what: str = "out") -> None:
+    """Refuse two outputs that are the same file: the second would silently replace the first."""
+    for i, a in enumerate(outs):
+        for b in outs[:i]:
+            if _same_file(Path(a), Path(b)):
+                raise ValueError(f"{what}: {str(b)!r} and {str(a)!r} are the same file")

@@ -340,6 +340,38 @@ def _existing_shards(out: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in out.iterdir() if (m := _SHARD_RE.match(p.name)))
 
 
+def _check_not_foreign(out: Path) -> None:
+    """Refuse a folder that holds something other than labels (a teacher, a dataset, the user's
+    files) before anything, even the lock file, is written into it."""
+    if not out.is_dir():
+        return
+    mpath = out / MANIFEST_NAME
+    if mpath.is_file():
+        try:
+            have = json.loads(mpath.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return  # _check_out names the broken file
+        kind = have.get("kind") if isinstance(have, dict) else None
+        if kind != "labels":
+            raise LabelError(
+                f"out: {mpath} is not a pinrel labels manifest (kind {kind!r}); use another --out "
+                "folder (nothing was overwritten)"
+            )
+        return
+    ours = (_LOCK_NAME,)
+    foreign = sorted(
+        p.name
+        for p in out.iterdir()
+        if not (_SHARD_RE.match(p.name) or p.name in ours or p.name.startswith(".part-"))
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise LabelError(
+            f"out: {out} is not empty ({shown}) and holds no pinrel labels; use a new or empty --out "
+            "folder (nothing was overwritten)"
+        )
+
+
 def _check_out(out: Path, want: dict[str, Any]) -> None:
     """Refuse a folder whose shards were made from anything else; never overwrite them."""
     mpath = out / MANIFEST_NAME
@@ -426,6 +458,7 @@ def _plan(
         raise RecordsError(f"pairs: {pdir} has no rows")
     if odir.exists() and not odir.is_dir():
         raise LabelError(f"out: {odir} exists and is not a directory")
+    _check_not_foreign(odir)
     want = _wanted_manifest(pdir, reader.num_rows, tdirs, tmanifest, k, shard_size, max_lengths)
     return _Plan(
         pdir, tdirs, odir, k, shard_size, reader.num_rows, want["assembly_spec"], max_lengths, want, []

@@ -73,6 +73,41 @@ class ModelDirError(ValueError):
     """A model directory is missing, incomplete or of the wrong kind."""
 
 
+def check_output_dir(out: Path, kind: str, run_dir: str, what: str = "out") -> None:
+    """Refuse to write a `kind` model into a directory that holds something else.
+
+    `out` may be missing, empty, a `kind` artifact (its pinrel.json says so), or hold this command's
+    Ray run (`run_dir`: a run that has not exported yet). Anything else belongs to someone: an export
+    there would replace its pinrel.json and model files, or turn another artifact into a `kind`."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{what}: {str(out)!r} exists and is not a directory")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            found = json.loads(manifest.read_text(encoding="utf-8")).get("kind")
+        except (ValueError, AttributeError, RecursionError):
+            found = None
+        if found == kind:
+            return
+        held = f"a pinrel {found}" if isinstance(found, str) else f"a {MANIFEST} that is not pinrel's"
+        raise ValueError(
+            f"{what}: {str(out)!r} already holds {held}; writing a {kind} there would replace it: "
+            "choose a new or empty directory"
+        )
+    if (out / run_dir).is_dir():
+        return
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    raise ValueError(
+        f"{what}: {str(out)!r} is not empty ({shown}) and holds no pinrel {kind}: choose a new or empty "
+        "directory, so that nothing in it is overwritten"
+    )
+
+
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and sanity-check `pinrel.json` before anything heavy (weights, tokenizers) is loaded."""
     d = Path(path)

@@ -40,7 +40,7 @@ from .batching import bucket_batches
 from .io import read_yaml_mapping
 from .killhook import kill_at_epoch, maybe_kill
 from .metrics import grades_problem
-from .predictor import ModelDirError, json_safe, read_manifest, write_manifest
+from .predictor import ModelDirError, check_output_dir, json_safe, read_manifest, write_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -1174,8 +1174,10 @@ def train_teacher(
     """
     cfg = config if isinstance(config, TeacherConfig) else TeacherConfig.from_dict(config)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TeacherError(f"out_dir: {str(out)!r} exists and is not a directory")
+    try:
+        check_output_dir(out, KIND, RAY_DIR, "out_dir")
+    except ValueError as e:
+        raise TeacherError(str(e)) from None
     if cfg.use_gpu:
         _require_gpu(cfg)
     info = inspect_model(cfg)

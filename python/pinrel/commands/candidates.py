@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from ..candidates import build_candidates, write_candidates
+    from ..io import check_output_file
 
+    check_output_file(args.out, {"queries": args.queries, "catalog": args.catalog, "exclude": args.exclude})
     table, stats = build_candidates(
         args.queries,
         args.catalog,

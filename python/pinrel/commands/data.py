@@ -63,8 +63,10 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from ..datasets import load_dataset
+    from ..io import check_output_file
     from ..records import parse_mapping, read_records, write_records
 
+    check_output_file(args.out, {"input": args.input})
     mapping = parse_mapping(args.map) if args.map else None
     if args.dataset:
         if mapping or args.label_bins:
@@ -83,10 +85,14 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
+    from ..io import check_distinct_outputs, check_output_file
     from ..records import read_records, split_by_query, write_records
 
     if len(args.out) != len(args.fractions):
         raise ValueError(f"--out has {len(args.out)} files but --fractions has {len(args.fractions)} values")
+    check_distinct_outputs(args.out)
+    for out in args.out:
+        check_output_file(out, {"input": args.input})
     parts = split_by_query(read_records(args.input), tuple(args.fractions), seed=args.seed)
     for part, out in zip(parts, args.out, strict=True):
         write_records(part, out)

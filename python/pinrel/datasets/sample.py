@@ -588,6 +588,29 @@ def _check_sizes(n_items: int, n_queries: int, n_labeled: int, n_unlabeled: int)
             raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
+def _check_out(out: Path) -> None:
+    """The sample goes into a new or empty directory, or replaces an earlier sample; its file names
+    (train.parquet, README.md, ...) are common ones, and a user's files of those names must survive."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} exists and is not a directory")
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if not entries:
+        return
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        manifest = None
+    if isinstance(manifest, dict) and manifest.get("name") == "pinrel-sample":
+        return
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    raise ValueError(
+        f"out: {str(out)!r} is not empty ({shown}) and holds no pinrel sample; choose a new or empty "
+        "directory, so that nothing in it is overwritten"
+    )
+
+
 def generate(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
@@ -605,6 +628,7 @@ def generate(
     """
     _check_sizes(n_items, n_queries, n_labeled, n_unlabeled)
     out = Path(out_dir)
+    _check_out(out)
     rng = random.Random(seed)
 
     items = _draw_items(rng, n_items)
