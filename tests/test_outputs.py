@@ -43,91 +43,32 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# The start of every candidates command below: queries and a catalog in the user's folder.
+CANDIDATES = ["candidates", "--queries", "{t}/queries.parquet", "--catalog", "{t}/catalog.parquet"]
+SPLIT = ["data", "split", "--input", "{t}/records.jsonl", "--fractions", "0.5", "0.5", "--out"]
+TEACHER = ["teacher", "train", "--model", "m", "--train", "{t}/records.jsonl", "--out"]
+EVAL = ["eval", "--model", "bm25", "--data", "{t}/records.jsonl", "--report"]
+
 CASES = {
     "candidates over its queries": (
-        [
-            "candidates",
-            "--queries",
-            "{t}/queries.parquet",
-            "--catalog",
-            "{t}/catalog.parquet",
-            "--out",
-            "{t}/queries.parquet",
-        ],
+        [*CANDIDATES, "--out", "{t}/queries.parquet"],
         "is also the queries input",
     ),
     "candidates over its catalog": (
-        [
-            "candidates",
-            "--queries",
-            "{t}/queries.parquet",
-            "--catalog",
-            "{t}/catalog.parquet",
-            "--out",
-            "{t}/catalog.parquet",
-        ],
+        [*CANDIDATES, "--out", "{t}/catalog.parquet"],
         "is also the catalog input",
     ),
     "candidates over an excluded set": (
-        [
-            "candidates",
-            "--queries",
-            "{t}/queries.parquet",
-            "--catalog",
-            "{t}/catalog.parquet",
-            "--exclude",
-            "{t}/records.jsonl",
-            "--out",
-            "{t}/records.jsonl",
-        ],
+        [*CANDIDATES, "--exclude", "{t}/records.jsonl", "--out", "{t}/records.jsonl"],
         "is also the exclude input",
     ),
-    "candidates into a directory": (
-        [
-            "candidates",
-            "--queries",
-            "{t}/queries.parquet",
-            "--catalog",
-            "{t}/catalog.parquet",
-            "--out",
-            "{t}/notes",
-        ],
-        "is a directory",
-    ),
+    "candidates into a directory": ([*CANDIDATES, "--out", "{t}/notes"], "is a directory"),
     "convert over its input": (
         ["data", "convert", "--input", "{t}/records.jsonl", "--out", "{t}/./records.jsonl"],
         "is also the input input",
     ),
-    "split over its input": (
-        [
-            "data",
-            "split",
-            "--input",
-            "{t}/records.jsonl",
-            "--out",
-            "{t}/a.parquet",
-            "{t}/records.jsonl",
-            "--fractions",
-            "0.5",
-            "0.5",
-        ],
-        "is also the input input",
-    ),
-    "split into one file twice": (
-        [
-            "data",
-            "split",
-            "--input",
-            "{t}/records.jsonl",
-            "--out",
-            "{t}/a.parquet",
-            "{t}/a.parquet",
-            "--fractions",
-            "0.5",
-            "0.5",
-        ],
-        "are the same file",
-    ),
+    "split over its input": ([*SPLIT, "{t}/a.parquet", "{t}/records.jsonl"], "is also the input input"),
+    "split into one file twice": ([*SPLIT, "{t}/a.parquet", "{t}/a.parquet"], "are the same file"),
     "sample over the user's files": (
         ["data", "sample", "--out", "{t}/notes", "--items", "50"],
         "holds no pinrel sample",
@@ -136,24 +77,18 @@ CASES = {
         ["data", "sample", "--out", "{t}/queries.parquet"],
         "exists and is not a directory",
     ),
-    "eval report over foreign metrics": (
-        ["eval", "--model", "bm25", "--data", "{t}/records.jsonl", "--report", "{t}/notes"],
-        "holds other files",
-    ),
-    "eval report onto a file": (
-        ["eval", "--model", "bm25", "--data", "{t}/records.jsonl", "--report", "{t}/queries.parquet"],
-        "exists and is not a directory",
-    ),
+    "eval report over foreign metrics": ([*EVAL, "{t}/notes"], "holds other files"),
+    "eval report onto a file": ([*EVAL, "{t}/queries.parquet"], "exists and is not a directory"),
     "distill into a foreign model dir": (
         ["distill", "--labels", "{t}/notes", "--out", "{t}/proj/model"],
         "is not empty (weights.bin) and holds no pinrel student",
     ),
     "teacher into another kind of model": (
-        ["teacher", "train", "--model", "m", "--train", "{t}/records.jsonl", "--out", "{t}/proj"],
+        [*TEACHER, "{t}/proj"],
         "already holds a pinrel student; writing a teacher there would replace it",
     ),
     "teacher into the user's files": (
-        ["teacher", "train", "--model", "m", "--train", "{t}/records.jsonl", "--out", "{t}/notes"],
+        [*TEACHER, "{t}/notes"],
         "is not empty (metrics.json, notes.txt) and holds no pinrel teacher",
     ),
 }
