@@ -45,3 +45,18 @@ def test_bad_ports_are_refused(kwargs: dict, error: type[Exception], match: str)
 def test_free_port_refuses_a_bad_host() -> None:
     with pytest.raises(TypeError, match="host"):
         free_port("")
+
+
+def test_side_ports_avoid_the_ephemeral_range_and_bind_every_interface() -> None:
+    """HAProxy binds 0.0.0.0; a port drawn from the OS's ephemeral range can be taken by any process
+    that binds port 0 (Ray starts many, on the node's address) between the pick and HAProxy's bind."""
+    from pinrel.ingress import _ephemeral_range, free_side_port
+
+    ephemeral = _ephemeral_range()
+    for _ in range(20):
+        port = free_side_port()
+        assert port >= 20000 and port not in ephemeral
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", port))
+    env = haproxy_env()
+    assert all(int(env[k]) not in ephemeral for k in (STATS_PORT, METRICS_PORT))

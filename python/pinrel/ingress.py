@@ -8,7 +8,9 @@ same machine, or anything else already there, fails to start; `haproxy_env` give
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 
 ENABLE = "RAY_SERVE_ENABLE_HA_PROXY"
 STATS_PORT = "RAY_SERVE_HAPROXY_STATS_PORT"
@@ -25,9 +27,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _ephemeral_range() -> range:
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999  # Linux's default
+    return range(lo, hi + 1)
+
+
+def free_side_port() -> int:
+    """A port for a server that binds every interface (HAProxy's side ports), free there now.
+
+    Drawn outside the OS's ephemeral range, from which every port-0 bind takes its port (Ray starts
+    dozens of those, on the node's address, after this pick), and above Ray's worker ports
+    (10002-19999): `free_port` on 127.0.0.1 once handed HAProxy a port that a Ray process then held
+    on the node's address, and HAProxy's bind on 0.0.0.0 failed."""
+    ephemeral = _ephemeral_range()
+    candidates = [p for p in range(20000, 65536) if p not in ephemeral]
+    rng = random.SystemRandom()
+    for _ in range(64 if candidates else 0):
+        port = rng.choice(candidates)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    return free_port("0.0.0.0")
+
+
 def _port(name: str, value: int | None) -> int:
     if value is None:
-        return free_port()
+        return free_side_port()
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected an int port or None, got {type(value).__name__}")
     if not 1 <= value <= 65535:
