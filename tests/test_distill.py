@@ -537,6 +537,9 @@ def test_rerun_resumes_and_restart_starts_over(
         distill(other, out, {**TINY, "epochs": 4})
     with pytest.raises(ValueError, match="other data"):
         distill(labels_dir, out, {**TINY, "epochs": 4, "dev": 0.3})
+    # Other optimisation settings would train the rest of the run under other ones.
+    with pytest.raises(ValueError, match=r"other training settings \(lr, seed changed\)"):
+        distill(labels_dir, out, {**TINY, "epochs": 4, "lr": 0.001, "seed": 3})
     more = distill(labels_dir, out, {**TINY, "epochs": 4})
     assert [h["epoch"] for h in more["history"]] == [1, 2, 3, 4]
     assert more["history"][-1]["resumed_from_epoch"] == 3
@@ -544,6 +547,20 @@ def test_rerun_resumes_and_restart_starts_over(
     again = distill(labels_dir, out, {**TINY, "epochs": 4})
     assert again["history"] == more["history"]
     assert Scorer.load(out).grades == GRADES
+    # Ray's run deleted to save space: the same command returns the student as it is (the worker
+    # count only says where to train), and other labels or settings are refused, not trained over it.
+    shutil.move(out / "_ray", tmp_path / "_ray")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    kept = distill(labels_dir, out, {**TINY, "epochs": 4, "workers": 1})
+    assert kept["history"] == more["history"] and kept["epoch"] == again["epoch"]
+    for labels, cfg in (
+        (labels_dir, {**TINY, "epochs": 5}),
+        (labels_dir, {**TINY, "epochs": 4, "lr": 0.001}),
+        (other, {**TINY, "epochs": 4}),
+    ):
+        with pytest.raises(ValueError, match="other labels or settings, and no run to resume.*--restart"):
+            distill(labels, out, cfg)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     fresh = distill(labels_dir, out, {**TINY, "epochs": 1}, restart=True)
     assert [h["epoch"] for h in fresh["history"]] == [1]
     assert fresh["history"][0]["resumed_from_epoch"] == 0

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinrel.cli import main
-from pinrel.predictor import check_output_dir
+from pinrel.predictor import check_model_out
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -77,7 +77,10 @@ CASES = {
         ["data", "sample", "--out", "{t}/queries.parquet"],
         "exists and is not a directory",
     ),
-    "eval report over foreign metrics": ([*EVAL, "{t}/notes"], "holds other files"),
+    "eval report over foreign metrics": (
+        [*EVAL, "{t}/notes"],
+        "is not empty (notes.txt) and holds no pinrel report",
+    ),
     "eval report onto a file": ([*EVAL, "{t}/queries.parquet"], "exists and is not a directory"),
     "distill into a foreign model dir": (
         ["distill", "--labels", "{t}/notes", "--out", "{t}/proj/model"],
@@ -107,21 +110,21 @@ def test_outputs_never_replace_what_is_there(
 
 
 def test_a_model_dir_may_be_new_empty_its_own_kind_or_a_run_in_progress(tmp_path: Path) -> None:
-    check_output_dir(tmp_path / "new", "teacher", "_ray")
+    check_model_out(tmp_path / "new", "teacher", "_ray")
     (tmp_path / "empty").mkdir()
-    check_output_dir(tmp_path / "empty", "teacher", "_ray")
+    check_model_out(tmp_path / "empty", "teacher", "_ray")
     own = tmp_path / "own"
     own.mkdir()
     (own / "pinrel.json").write_text('{"kind": "teacher"}', encoding="utf-8")
     (own / "README.md").write_text("kept", encoding="utf-8")
-    check_output_dir(own, "teacher", "_ray")
+    check_model_out(own, "teacher", "_ray")
     running = tmp_path / "running"
     (running / "_ray").mkdir(parents=True)
-    check_output_dir(running, "teacher", "_ray")
+    check_model_out(running, "teacher", "_ray")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "pinrel.json").write_text("[1]", encoding="utf-8")
     with pytest.raises(ValueError, match=r"a pinrel\.json that is not pinrel's"):
-        check_output_dir(tmp_path / "bad", "teacher", "_ray")
+        check_model_out(tmp_path / "bad", "teacher", "_ray")
 
 
 def test_label_refuses_a_folder_of_something_else(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,7 +149,7 @@ def test_label_refuses_a_folder_of_something_else(tree: Path, capsys: pytest.Cap
     (data / "manifest.json").write_text('{"name": "pinrel-sample"}', encoding="utf-8")
     before = _snapshot(tree)
     for out, message in (
-        (data, "manifest.json is not a pinrel labels manifest (kind None)"),
+        (data, "holds a manifest.json of kind None, not pinrel labels"),
         (tree / "notes", "is not empty (metrics.json, notes.txt) and holds no pinrel labels"),
     ):
         argv = ["label", "--pairs", str(tree / "pairs.parquet"), "--teacher", str(teacher), "--out", str(out)]

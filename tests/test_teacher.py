@@ -305,6 +305,42 @@ def test_damaged_checkpoint_is_refused_before_training(
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # nothing touched
 
 
+def test_a_rerun_never_puts_other_settings_on_the_weights(
+    bert_resumed: dict[str, Any],
+    bert_run: tuple[Path, dict[str, Any]],
+    data: dict[str, Any],
+    bert_model: Path,
+    tmp_path: Path,
+) -> None:
+    """A finished run rerun with another lr or seed used to re-export its weights under the new
+    settings' names; with its Ray run deleted, it trained again over the export on any data."""
+    out, _ = bert_run
+    copy = tmp_path / "teacher"
+    shutil.copytree(out, copy)
+
+    def files() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+
+    before = files()
+    with pytest.raises(TeacherError, match=r"different run \(lr, seed changed\)"):
+        train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, lr=1e-4, seed=5), copy)
+    assert files() == before
+    # Ray's run deleted to save space: the same command returns the export as it is (here with a
+    # worker count that only says where to run), and other settings or data are refused.
+    shutil.rmtree(copy / "_ray")
+    before = files()
+    again = train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, num_workers=2), copy)
+    assert again == json.loads((copy / "pinrel.json").read_text()) and again["config"]["num_workers"] == 1
+    for changed, kwargs, train in (
+        ("seed", {"seed": 5}, data["train"]),
+        ("epochs", {"epochs": 3}, data["train"]),
+        ("train data", {}, data["train"].slice(1)),
+    ):
+        with pytest.raises(TeacherError, match=rf"\({changed} changed\) and no checkpoint .*--fresh"):
+            train_teacher(train, data["dev"], config(bert_model, **{"epochs": 2, **kwargs}), copy)
+    assert files() == before
+
+
 @pytest.fixture(scope="module")
 def bert_two_workers(
     ray_cluster: None, data: dict[str, Any], bert_model: Path

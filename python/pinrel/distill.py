@@ -37,13 +37,13 @@ from safetensors.torch import load_file, save_file
 from . import checkpoints
 from .assembly import ITEM_FIELDS, AssemblySpec
 from .features import FeatureHasher
-from .io import atomic_write_text, hash_file_ends, read_yaml_mapping
+from .io import atomic_write_text, hash_file_ends, read_json_object, read_yaml_mapping
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
 from .metrics import grades_problem
-from .predictor import check_output_dir, json_safe
+from .predictor import check_model_out, json_safe
 from .records import is_list_type, list_lengths
 from .student import KIND as STUDENT_KIND
-from .student import Features, StudentConfig, StudentModel, featurize, save_student
+from .student import MANIFEST, WEIGHTS, Features, StudentConfig, StudentModel, featurize, save_student
 
 __all__ = [
     "DEFAULT_HASHER",
@@ -61,6 +61,8 @@ _LOG = logging.getLogger(__name__)
 LABEL_MANIFEST = "manifest.json"
 RUN_NAME = "distill"  # fixed, so a second run with the same out_dir finds the first one's checkpoints
 STORAGE = "_ray"
+# The optimisation settings a student's weights depend on. `epochs` is not one: raising it trains further.
+TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "temperature", "label_weight", "seed")
 RUN_FILE = "run.json"
 CHECKPOINT_MODEL = "model.safetensors"
 CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
@@ -925,28 +927,53 @@ def _data_fingerprint(plan: _Plan, dev: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_run_dir(storage: Path, fp: str, data: str, restart: bool) -> None:
-    """A second run in the same out_dir resumes the first, unless the model settings or the data
-    changed: resuming then would train one student on two datasets."""
+def _check_run_dir(storage: Path, run: dict[str, Any], restart: bool) -> None:
+    """A second run in the same out_dir resumes the first, unless the model settings, the data or
+    the training settings changed: resuming then would train one student on two datasets, or two
+    learning rates."""
     if restart and storage.exists():
         shutil.rmtree(storage)
     run_file = storage / RUN_FILE
     if run_file.is_file():
         old = json.loads(run_file.read_text(encoding="utf-8"))
-        if old.get("fingerprint") != fp:
+        if old.get("fingerprint") != run["fingerprint"]:
             raise ValueError(
                 f"{storage.parent} holds a run with other model settings (hasher, sizes or assembly); "
                 "pass restart=True (--restart) to start over, or use another out dir"
             )
-        # Runs from before pinrel recorded their data have no "data": they resume as before.
-        if old.get("data", data) != data:
+        # Runs from before pinrel recorded their data or training settings resume as before.
+        if old.get("data", run["data"]) != run["data"]:
             raise ValueError(
                 f"{storage.parent} holds a run on other data (the label shards or the dev set changed); "
                 "pass restart=True (--restart) to start over, or use another out dir"
             )
+        training = old.get("training", run["training"])
+        changed = sorted(k for k, v in run["training"].items() if training.get(k, v) != v)
+        if changed:
+            raise ValueError(
+                f"{storage.parent} holds a run with other training settings ({', '.join(changed)} "
+                "changed); pass restart=True (--restart) to start over, or use another out dir"
+            )
     _check_checkpoint(storage)
     storage.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_file, json.dumps({"fingerprint": fp, "data": data}))
+    atomic_write_text(run_file, json.dumps(run))
+
+
+def _student_without_run(out: Path, storage: Path, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of a finished student in `out` whose Ray run is gone (deleted to save space).
+
+    The same command returns it as it is; anything else is refused, since training would replace
+    a student that may be serving. None when there is a run to resume, or no student."""
+    if (storage / RUN_FILE).is_file() or not (out / MANIFEST).is_file():
+        return None
+    manifest = read_json_object(out / MANIFEST) or {}
+    if manifest.get("run") == run and (out / WEIGHTS).is_file():
+        return manifest
+    what = "was distilled from other labels or settings" if "run" in manifest else "records no run to compare"
+    raise ValueError(
+        f"out dir: {str(out)!r} holds a student that {what}, and no run to resume; pass restart=True "
+        "(--restart) to replace it, or use another out dir"
+    )
 
 
 def _check_checkpoint(storage: Path) -> None:
@@ -1030,8 +1057,9 @@ def _finish(
     hasher: FeatureHasher,
     spec: AssemblySpec,
     teacher: dict[str, Any],
-    select_metric: str | None,
+    run: dict[str, Any],
 ) -> dict[str, Any]:
+    select_metric = run["select"]
     if result.error is not None:
         raise RuntimeError(f"distillation failed: {result.error}") from result.error
     if result.checkpoint is None:
@@ -1051,7 +1079,7 @@ def _finish(
     # One headline number for summaries: agreement with the teacher's grade, on dev when there is one.
     agreement = metrics.get("dev_agreement")
     metrics["teacher_agreement"] = agreement if agreement is not None else metrics.get("train_agreement")
-    save_student(out, model, hasher, spec, metrics=metrics, teacher=teacher, history=history)
+    save_student(out, model, hasher, spec, metrics=metrics, teacher=teacher, history=history, run=run)
     return {"model_dir": str(out), "epoch": int(state["epoch"]), "metrics": metrics, "history": history}
 
 
@@ -1071,7 +1099,7 @@ def distill(
     if not isinstance(restart, bool):
         raise TypeError(f"restart: expected bool, got {type(restart).__name__}")
     out = Path(out_dir)
-    check_output_dir(out, STUDENT_KIND, STORAGE, "out dir")
+    check_model_out(out, STUDENT_KIND, STORAGE, "out dir")
     plan = _plan(Path(labels_dir), cfg)
     if plan.train_rows < cfg.workers:
         raise ValueError(f"{plan.train_rows} training rows cannot feed {cfg.workers} workers")
@@ -1086,7 +1114,52 @@ def distill(
     )
     fp = _fingerprint(student, hasher, spec)
     storage = out.resolve() / STORAGE
-    _check_run_dir(storage, fp, _data_fingerprint(plan, cfg.dev), restart)
+    run: dict[str, Any] = {
+        "fingerprint": fp,
+        "data": _data_fingerprint(plan, cfg.dev),
+        "training": {k: getattr(cfg, k) for k in TRAINING_KEYS},
+    }
+    # What the saved student is, for a rerun after its Ray run is deleted; epochs may grow in a run.
+    finished = {**run, "epochs": cfg.epochs, "select": _select_metric(cfg, plan)}
+    finished = json.loads(json.dumps(json_safe(finished)))  # as pinrel.json will hold it
+    kept = None if restart else _student_without_run(out, storage, finished)
+    if kept is not None:
+        metrics = kept.get("metrics") or {}
+        summary = {
+            "model_dir": str(out),
+            "epoch": metrics.get("selected_epoch"),
+            "metrics": metrics,
+            "history": kept.get("history") or [],
+        }
+    else:
+        _check_run_dir(storage, run, restart)
+        loop_cfg = {
+            "student": student.to_dict(),
+            "hasher": hasher.get_params(),
+            "assembly_spec": spec.to_dict(),
+            "fingerprint": fp,
+            "has_dev": plan.dev_rows > 0,
+            "kill_at_epoch": kill_at_epoch(),
+            "kill_marker": str(storage / "killed.marker"),
+            "epochs": cfg.epochs,
+            **run["training"],
+        }
+        _ensure_ray()
+        result = _trainer(cfg, loop_cfg, plan, storage).fit()
+        teacher = {
+            **plan.labels.manifest,
+            "labels_dir": str(Path(labels_dir).resolve()),
+            "rows": plan.labels.rows,
+        }
+        summary = _finish(result, out, student, hasher, spec, teacher, finished)
+    summary.update(
+        train_rows=plan.train_rows,
+        dev_rows=plan.dev_rows,
+        labeled_rows=plan.labels.labeled,
+        grades=plan.labels.grades,
+    )
+    return summary
+    _check_run_dir(storage, run, restart)
     loop_cfg = {
         "student": student.to_dict(),
         "hasher": hasher.get_params(),
@@ -1095,8 +1168,8 @@ def distill(
         "has_dev": plan.dev_rows > 0,
         "kill_at_epoch": kill_at_epoch(),
         "kill_marker": str(storage / "killed.marker"),
-        **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "temperature")},
-        **{k: getattr(cfg, k) for k in ("label_weight", "seed")},
+        "epochs": cfg.epochs,
+        **run["training"],
     }
     _ensure_ray()
     result = _trainer(cfg, loop_cfg, plan, storage).fit()
@@ -1105,7 +1178,7 @@ def distill(
         "labels_dir": str(Path(labels_dir).resolve()),
         "rows": plan.labels.rows,
     }
-    summary = _finish(result, out, student, hasher, spec, teacher, _select_metric(cfg, plan))
+    summary = _finish(result, out, student, hasher, spec, teacher, finished)
     summary.update(
         train_rows=plan.train_rows,
         dev_rows=plan.dev_rows,

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from . import metrics
 from .baselines import BASELINES, baseline_names, make_baseline, query_keys, record_weights
-from .io import atomic_write_text, atomic_write_with
+from .io import atomic_write_text, atomic_write_with, check_output_dir, not_empty, read_json_object
 from .predictor import MANIFEST, Predictor, json_safe, load_predictor, read_manifest
 from .records import SCHEMA, make_records, num_grades, read_records
 
@@ -466,29 +466,19 @@ def _resolve_model(model: Any) -> tuple[Predictor | str, str, int | None]:
 def _check_report_dir(out: Path) -> None:
     """Before any scoring: the report may go into a new or empty directory, or replace an earlier
     pinrel report; never into a model or data directory, nor over someone else's metrics.json."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"report_dir: {str(out)!r} exists and is not a directory")
     ours = {METRICS_FILE, REPORT_FILE, *PLOTS}
-    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # temp files
-    foreign = [e for e in entries if e not in ours]
-    problem = None
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        problem = f"holds other files ({shown})"
-    elif METRICS_FILE in entries:
-        try:
-            old = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
-        except (ValueError, RecursionError):
-            old = None
-        if not (isinstance(old, dict) and {"model", "baselines"} <= set(old)):
-            problem = f"holds a {METRICS_FILE} that pinrel eval did not write"
-    if problem:
-        raise ValueError(
-            f"report_dir: {str(out)!r} {problem}; choose a new or empty directory, or one with an earlier "
-            "pinrel report, so that nothing else is overwritten"
-        )
+
+    def problem(entries: list[str]) -> str | None:
+        foreign = [e for e in entries if e not in ours]
+        if foreign:
+            return not_empty(foreign, "pinrel report")
+        if METRICS_FILE in entries and not {"model", "baselines"} <= set(
+            read_json_object(out / METRICS_FILE) or {}
+        ):
+            return f"holds a {METRICS_FILE} that pinrel eval did not write"
+        return None
+
+    check_output_dir(out, "report_dir", "pinrel report", problem)
 
 
 def evaluate(

@@ -8,6 +8,7 @@ midway; a rename within one directory is atomic on POSIX file systems.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -135,3 +136,46 @@ def check_distinct_outputs(outs: list[str | os.PathLike[str]], what: str = "out"
         for b in outs[:i]:
             if _same_file(Path(a), Path(b)):
                 raise ValueError(f"{what}: {str(b)!r} and {str(a)!r} are the same file")
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A small JSON marker file (pinrel.json, manifest.json, metrics.json) as a dict; None when it is
+    missing, unreadable, or not a JSON object, all of which mean "not written by pinrel"."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def not_empty(entries: list[str], holds: str) -> str:
+    """The refusal for a directory whose entries are none of this command's own."""
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    return f"is not empty ({shown}) and holds no {holds}"
+
+
+def check_output_dir(
+    out: Path,
+    what: str,
+    holds: str,
+    problem: Callable[[list[str]], str | None],
+    *,
+    error: type[Exception] = ValueError,
+) -> None:
+    """Refuse an output directory that holds something other than an earlier output of this command.
+
+    `out` may be missing or empty; otherwise `problem(entries)` gets its sorted entry names and says
+    what in them is not this command's own (`not_empty` is the usual answer), or None to accept it.
+    Commands call this before any work, so a refusal leaves every byte where it was. Hidden entries
+    are left out: the commands' temp files are hidden, and none writes a hidden name it did not make."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise error(f"{what}: {str(out)!r} exists and is not a directory")
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    found = problem(entries) if entries else None
+    if found:
+        raise error(
+            f"{what}: {str(out)!r} {found}; choose a new or empty directory, or one with an earlier "
+            f"{holds}, so that nothing in it is overwritten"
+        )

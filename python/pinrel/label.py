@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
-from .io import atomic_write_with, hash_file_ends
+from .io import atomic_write_with, check_output_dir, hash_file_ends, not_empty
 from .predictor import ModelDirError, mean_probs, model_dirs, read_manifest
 from .records import GRADES_KEY, SCHEMA, RecordsError, make_records, num_grades, read_records
 
@@ -343,33 +343,22 @@ def _existing_shards(out: Path) -> list[int]:
 def _check_not_foreign(out: Path) -> None:
     """Refuse a folder that holds something other than labels (a teacher, a dataset, the user's
     files) before anything, even the lock file, is written into it."""
-    if not out.is_dir():
-        return
-    mpath = out / MANIFEST_NAME
-    if mpath.is_file():
-        try:
-            have = json.loads(mpath.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            return  # _check_out names the broken file
-        kind = have.get("kind") if isinstance(have, dict) else None
-        if kind != "labels":
-            raise LabelError(
-                f"out: {mpath} is not a pinrel labels manifest (kind {kind!r}); use another --out "
-                "folder (nothing was overwritten)"
+
+    def problem(entries: list[str]) -> str | None:
+        mpath = out / MANIFEST_NAME
+        if MANIFEST_NAME in entries and mpath.is_file():
+            try:
+                have = json.loads(mpath.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                return None  # _check_out names the broken file
+            kind = have.get("kind") if isinstance(have, dict) else None
+            return (
+                None if kind == "labels" else f"holds a {MANIFEST_NAME} of kind {kind!r}, not pinrel labels"
             )
-        return
-    ours = (_LOCK_NAME,)
-    foreign = sorted(
-        p.name
-        for p in out.iterdir()
-        if not (_SHARD_RE.match(p.name) or p.name in ours or p.name.startswith(".part-"))
-    )
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise LabelError(
-            f"out: {out} is not empty ({shown}) and holds no pinrel labels; use a new or empty --out "
-            "folder (nothing was overwritten)"
-        )
+        foreign = [e for e in entries if not (_SHARD_RE.match(e) or e == _LOCK_NAME)]
+        return not_empty(foreign, "pinrel labels") if foreign else None
+
+    check_output_dir(out, "out", "pinrel labels", problem, error=LabelError)
 
 
 def _check_out(out: Path, want: dict[str, Any]) -> None:
@@ -456,8 +445,6 @@ def _plan(
     reader = _PairsReader(pdir, k)
     if reader.num_rows == 0:
         raise RecordsError(f"pairs: {pdir} has no rows")
-    if odir.exists() and not odir.is_dir():
-        raise LabelError(f"out: {odir} exists and is not a directory")
     _check_not_foreign(odir)
     want = _wanted_manifest(pdir, reader.num_rows, tdirs, tmanifest, k, shard_size, max_lengths)
     return _Plan(

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .io import atomic_write_text, check_output_dir, not_empty, read_json_object
 from .metrics import grades_problem
 
 MANIFEST = "pinrel.json"
@@ -73,39 +74,25 @@ class ModelDirError(ValueError):
     """A model directory is missing, incomplete or of the wrong kind."""
 
 
-def check_output_dir(out: Path, kind: str, run_dir: str, what: str = "out") -> None:
+def check_model_out(out: Path, kind: str, run_dir: str, what: str = "out") -> None:
     """Refuse to write a `kind` model into a directory that holds something else.
 
     `out` may be missing, empty, a `kind` artifact (its pinrel.json says so), or hold this command's
     Ray run (`run_dir`: a run that has not exported yet). Anything else belongs to someone: an export
     there would replace its pinrel.json and model files, or turn another artifact into a `kind`."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"{what}: {str(out)!r} exists and is not a directory")
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
-        return
-    manifest = out / MANIFEST
-    if manifest.is_file():
-        try:
-            found = json.loads(manifest.read_text(encoding="utf-8")).get("kind")
-        except (ValueError, AttributeError, RecursionError):
-            found = None
-        if found == kind:
-            return
-        held = f"a pinrel {found}" if isinstance(found, str) else f"a {MANIFEST} that is not pinrel's"
-        raise ValueError(
-            f"{what}: {str(out)!r} already holds {held}; writing a {kind} there would replace it: "
-            "choose a new or empty directory"
+
+    def problem(entries: list[str]) -> str | None:
+        if MANIFEST in entries:
+            found = (read_json_object(out / MANIFEST) or {}).get("kind")
+            if found == kind:
+                return None
+            held = f"a pinrel {found}" if isinstance(found, str) else f"a {MANIFEST} that is not pinrel's"
+            return f"already holds {held}; writing a {kind} there would replace it"
+        return (
+            None if run_dir in entries and (out / run_dir).is_dir() else not_empty(entries, f"pinrel {kind}")
         )
-    if (out / run_dir).is_dir():
-        return
-    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-    raise ValueError(
-        f"{what}: {str(out)!r} is not empty ({shown}) and holds no pinrel {kind}: choose a new or empty "
-        "directory, so that nothing in it is overwritten"
-    )
+
+    check_output_dir(out, what, f"pinrel {kind}", problem)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -144,8 +131,6 @@ def json_safe(value: Any) -> Any:
 def write_manifest(path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
     """Atomic write: a crash mid-write leaves the previous manifest, never half a file. Strict JSON:
     an undefined metric (NaN) is written as null, which every JSON reader accepts."""
-    from .io import atomic_write_text
-
     text = json.dumps(json_safe(manifest), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     atomic_write_text(Path(path) / MANIFEST, text)
 

@@ -435,6 +435,7 @@ def save_student(
     metrics: Mapping[str, Any] | None = None,
     teacher: Mapping[str, Any] | None = None,
     history: Sequence[Mapping[str, Any]] | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a student artifact (`model.safetensors` + `pinrel.json`) into `out_dir`.
 
@@ -459,6 +460,9 @@ def save_student(
         "teacher": dict(teacher or {}),
         "history": list(history or []),
     }
+    if run is not None:
+        # What a distiller rerun compares against once the training run's checkpoints are deleted.
+        manifest["run"] = dict(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".student-", dir=out))

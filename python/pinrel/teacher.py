@@ -40,7 +40,7 @@ from .batching import bucket_batches
 from .io import read_yaml_mapping
 from .killhook import kill_at_epoch, maybe_kill
 from .metrics import grades_problem
-from .predictor import ModelDirError, check_output_dir, json_safe, read_manifest, write_manifest
+from .predictor import ModelDirError, check_model_out, json_safe, read_manifest, write_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -350,14 +350,33 @@ def data_identity(table: pa.Table | None) -> dict[str, Any] | None:
     return None if table is None else {"rows": table.num_rows, "sha256": records_digest(table)}
 
 
-# Checkpoints written before pinrel recorded its data lack these keys; they resume as before.
 DATA_KEYS = ("train_data", "dev_data")
+# The optimisation settings the weights depend on. `epochs` is not one: raising it trains further.
+TRAINING_KEYS = (
+    "lr",
+    "batch_size",
+    "weight_decay",
+    "warmup_ratio",
+    "max_grad_norm",
+    "ordinal_weight",
+    "pairwise_weight",
+    "seed",
+    "lora_alpha",
+    "lora_dropout",
+)
+# Checkpoints written before pinrel recorded these lack them; they resume as before.
+LATER_KEYS = DATA_KEYS + TRAINING_KEYS
 
 
 def fingerprint(cfg: TeacherConfig, info: ModelInfo, train: pa.Table, dev: pa.Table | None) -> dict[str, Any]:
     """What a checkpoint's tensors depend on, settings and data: resuming under different ones would
-    train one model on two datasets, and report the second."""
+    train one model on two datasets or two learning rates, and report only the second."""
+    training = {k: getattr(cfg, k) for k in TRAINING_KEYS}
+    training["lr"] = info.lr
+    if not info.lora:
+        training.update(lora_alpha=None, lora_dropout=None)  # unused by a full fine-tune
     return {
+        **training,
         "train_data": data_identity(train),
         "dev_data": data_identity(dev),
         "model": info.source,
@@ -1042,7 +1061,7 @@ def _readable_checkpoint(checkpoint: Any, run_dir: Path) -> dict[str, Any]:
 
 def _check_resumable(state: dict[str, Any], fp: dict[str, Any], epochs: int, run_dir: Path) -> None:
     old = state.get("fingerprint", {})
-    keys = (set(old) | set(fp)) - {k for k in DATA_KEYS if k not in old}
+    keys = (set(old) | set(fp)) - {k for k in LATER_KEYS if k not in old}
     changed = sorted(k for k in keys if old.get(k) != fp.get(k))
     if changed:
         raise TeacherError(
@@ -1175,7 +1194,7 @@ def train_teacher(
     cfg = config if isinstance(config, TeacherConfig) else TeacherConfig.from_dict(config)
     out = Path(out_dir)
     try:
-        check_output_dir(out, KIND, RAY_DIR, "out_dir")
+        check_model_out(out, KIND, RAY_DIR, "out_dir")
     except ValueError as e:
         raise TeacherError(str(e)) from None
     if cfg.use_gpu:
@@ -1190,6 +1209,10 @@ def train_teacher(
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     previous = _run_result(run_dir)
+    if resume and previous is None:
+        kept = _export_without_run(out, cfg, fp)
+        if kept is not None:
+            return kept
     prev_state = None
     if previous is not None and previous.checkpoint is not None:
         prev_state = _readable_checkpoint(previous.checkpoint, run_dir)
@@ -1229,6 +1252,7 @@ _BOOKKEEPING = ("architecture", "seconds", "resumed_from_epoch")
 # Settings of how a run is carried out, not of what it trains. A manifest written before one of them
 # existed lacks it, and must still count as current, or an upgrade would rewrite every export.
 _RUNTIME_SETTINGS = ("progress", "max_failures")
+_PLACEMENT = ("num_workers", "cpus_per_worker", "use_gpu", "gradient_checkpointing")
 
 
 def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -1241,20 +1265,63 @@ def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
         existing = read_manifest(out)
     except ModelDirError:
         return None
-    model = out / MODEL_DIR
-    if not (model / "config.json").is_file() or not any(model.glob("*.safetensors")):
-        return None
-    if manifest["lora"] and not (out / ADAPTER_DIR).is_dir():
+    if not _export_complete(out, bool(manifest["lora"])):
         return None
 
     def model_part(m: dict[str, Any]) -> dict[str, Any]:
         part = {k: v for k, v in m.items() if k not in _BOOKKEEPING}
-        part["config"] = {k: v for k, v in m.get("config", {}).items() if k not in _RUNTIME_SETTINGS}
+        part["config"] = _model_settings(m.get("config", {}))
         return part
 
-    # As the stored one was written: tuples become lists, NaN becomes null.
-    fresh = json.loads(json.dumps(json_safe(manifest)))
-    return existing if model_part(fresh) == model_part(existing) else None
+    return existing if model_part(_as_stored(manifest)) == model_part(existing) else None
+
+
+def _export_complete(out: Path, lora: bool) -> bool:
+    model = out / MODEL_DIR
+    if not (model / "config.json").is_file() or not any(model.glob("*.safetensors")):
+        return False
+    return not lora or (out / ADAPTER_DIR).is_dir()
+
+
+def _as_stored(value: Any) -> Any:
+    """As pinrel.json holds it: tuples become lists, NaN becomes null."""
+    return json.loads(json.dumps(json_safe(value)))
+
+
+def _model_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _RUNTIME_SETTINGS}
+
+
+def _export_without_run(out: Path, cfg: TeacherConfig, fp: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished export in `out` whose Ray run is gone (deleted to save space), so nothing can resume.
+
+    The same command returns the export as it is, rather than train it again (hours, for an LLM).
+    Other data or settings are refused: training would replace a teacher that labels may come from."""
+    try:
+        existing = read_manifest(out)
+    except ModelDirError:
+        return None
+    if existing.get("kind") != KIND or not _export_complete(out, bool(existing.get("lora"))):
+        return None
+    new = _model_settings(_as_stored(cfg.to_dict()))
+    # A setting newer than the manifest had its default when that teacher was trained.
+    defaults = _as_stored(TeacherConfig(model=cfg.model).to_dict())
+    old = _model_settings({**defaults, **(existing.get("config") or {})})
+    # Where the run would go does not change what it trains; the manifest keeps where it went.
+    keys = (set(old) | set(new)) - set(_PLACEMENT)
+    changed = sorted(k for k in keys if old.get(k) != new.get(k))
+    data = {"train_sha256": fp["train_data"], "dev_sha256": fp["dev_data"]}
+    for key, identity in data.items():
+        # Manifests from before pinrel recorded its data lack the key: only the settings can be compared.
+        if key in existing and existing[key] != (identity["sha256"] if identity else None):
+            changed.append(key.removesuffix("_sha256") + " data")
+    if changed:
+        raise TeacherError(
+            f"out_dir: {str(out)!r} holds a teacher trained with other data or settings "
+            f"({', '.join(changed)} changed) and no checkpoint to resume; pass resume=False "
+            "(CLI: --fresh) to replace it, or use another output directory"
+        )
+    return existing
 
 
 def _manifest(

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import atomic_write_text, atomic_write_with
+from ..io import atomic_write_text, atomic_write_with, check_output_dir, not_empty, read_json_object
 from ..records import make_records, query_key, split_by_query, write_records
 
 __all__ = [
@@ -591,24 +591,12 @@ def _check_sizes(n_items: int, n_queries: int, n_labeled: int, n_unlabeled: int)
 def _check_out(out: Path) -> None:
     """The sample goes into a new or empty directory, or replaces an earlier sample; its file names
     (train.parquet, README.md, ...) are common ones, and a user's files of those names must survive."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} exists and is not a directory")
-    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    if not entries:
-        return
-    try:
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        manifest = None
-    if isinstance(manifest, dict) and manifest.get("name") == "pinrel-sample":
-        return
-    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-    raise ValueError(
-        f"out: {str(out)!r} is not empty ({shown}) and holds no pinrel sample; choose a new or empty "
-        "directory, so that nothing in it is overwritten"
-    )
+
+    def problem(entries: list[str]) -> str | None:
+        manifest = read_json_object(out / "manifest.json") or {}
+        return None if manifest.get("name") == "pinrel-sample" else not_empty(entries, "pinrel sample")
+
+    check_output_dir(out, "out", "pinrel sample", problem)
 
 
 def generate(
