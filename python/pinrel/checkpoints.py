@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .io import json_safe
+
 STATE = "state.json"
 # What every pinrel checkpoint's state.json holds; a rerun cannot resume without them.
 STATE_KEYS = ("epoch", "history", "fingerprint")
@@ -23,6 +25,12 @@ STATE_KEYS = ("epoch", "history", "fingerprint")
 
 class CheckpointError(ValueError):
     """A run or checkpoint that cannot be read; the message names it and what is wrong."""
+
+
+def write_state(d: Path, state: dict[str, Any]) -> None:
+    """Strict JSON (an undefined metric in the history is null), as every reader accepts it."""
+    text = json.dumps(json_safe(state), allow_nan=False)
+    (d / STATE).write_text(text, encoding="utf-8")
 
 
 def read_state(d: Path) -> dict[str, Any]:

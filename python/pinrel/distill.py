@@ -37,10 +37,17 @@ from safetensors.torch import load_file, save_file
 from . import checkpoints
 from .assembly import ITEM_FIELDS, AssemblySpec
 from .features import FeatureHasher
-from .io import atomic_write_text, hash_file_ends, read_json_object, read_yaml_mapping
+from .io import (
+    as_stored_json,
+    atomic_write_text,
+    hash_file_ends,
+    json_safe,
+    read_json_object,
+    read_yaml_mapping,
+)
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
 from .metrics import grades_problem
-from .predictor import check_model_out, json_safe
+from .predictor import check_model_out
 from .records import is_list_type, list_lengths
 from .student import KIND as STUDENT_KIND
 from .student import MANIFEST, WEIGHTS, Features, StudentConfig, StudentModel, featurize, save_student
@@ -592,7 +599,7 @@ def _write_checkpoint(
     tensors, meta = _optimizer_files(opt)
     save_file(tensors, str(d / CHECKPOINT_OPTIMIZER))
     state = {"epoch": epoch, "history": history, "fingerprint": fp, "optimizer": meta}
-    (d / checkpoints.STATE).write_text(json.dumps(json_safe(state)), encoding="utf-8")
+    checkpoints.write_state(d, state)
 
 
 # ------------------------------------------------------------------------------------ training loop
@@ -1120,8 +1127,7 @@ def distill(
         "training": {k: getattr(cfg, k) for k in TRAINING_KEYS},
     }
     # What the saved student is, for a rerun after its Ray run is deleted; epochs may grow in a run.
-    finished = {**run, "epochs": cfg.epochs, "select": _select_metric(cfg, plan)}
-    finished = json.loads(json.dumps(json_safe(finished)))  # as pinrel.json will hold it
+    finished = as_stored_json({**run, "epochs": cfg.epochs, "select": _select_metric(cfg, plan)})
     kept = None if restart else _student_without_run(out, storage, finished)
     if kept is not None:
         metrics = kept.get("metrics") or {}
@@ -1152,33 +1158,6 @@ def distill(
             "rows": plan.labels.rows,
         }
         summary = _finish(result, out, student, hasher, spec, teacher, finished)
-    summary.update(
-        train_rows=plan.train_rows,
-        dev_rows=plan.dev_rows,
-        labeled_rows=plan.labels.labeled,
-        grades=plan.labels.grades,
-    )
-    return summary
-    _check_run_dir(storage, run, restart)
-    loop_cfg = {
-        "student": student.to_dict(),
-        "hasher": hasher.get_params(),
-        "assembly_spec": spec.to_dict(),
-        "fingerprint": fp,
-        "has_dev": plan.dev_rows > 0,
-        "kill_at_epoch": kill_at_epoch(),
-        "kill_marker": str(storage / "killed.marker"),
-        "epochs": cfg.epochs,
-        **run["training"],
-    }
-    _ensure_ray()
-    result = _trainer(cfg, loop_cfg, plan, storage).fit()
-    teacher = {
-        **plan.labels.manifest,
-        "labels_dir": str(Path(labels_dir).resolve()),
-        "rows": plan.labels.rows,
-    }
-    summary = _finish(result, out, student, hasher, spec, teacher, finished)
     summary.update(
         train_rows=plan.train_rows,
         dev_rows=plan.dev_rows,

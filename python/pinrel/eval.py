@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from . import metrics
 from .baselines import BASELINES, baseline_names, make_baseline, query_keys, record_weights
-from .io import atomic_write_text, atomic_write_with, check_output_dir, not_empty, read_json_object
-from .predictor import MANIFEST, Predictor, json_safe, load_predictor, read_manifest
+from .io import atomic_write_text, atomic_write_with, check_output_dir, json_safe, not_empty, read_json_object
+from .predictor import MANIFEST, Predictor, load_predictor, read_manifest
 from .records import SCHEMA, make_records, num_grades, read_records
 
 if TYPE_CHECKING:

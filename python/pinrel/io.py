@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 # How much of each end of a file `hash_file_ends` reads.
 _END_BYTES = 1 << 20
@@ -136,6 +139,25 @@ def check_distinct_outputs(outs: list[str | os.PathLike[str]], what: str = "out"
         for b in outs[:i]:
             if _same_file(Path(a), Path(b)):
                 raise ValueError(f"{what}: {str(b)!r} and {str(a)!r} are the same file")
+
+
+def json_safe(value: Any) -> Any:
+    """JSON without NaN/inf (which strict parsers reject): undefined metrics become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return json_safe(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def as_stored_json(value: Any) -> Any:
+    """`value` as a JSON file written by pinrel reads back: tuples become lists, NaN becomes null. A
+    rerun compares its settings with stored ones in this form."""
+    return json.loads(json.dumps(json_safe(value)))
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:

@@ -6,15 +6,14 @@ A model directory always holds `pinrel.json`; its `kind` says which loader under
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .io import atomic_write_text, check_output_dir, not_empty, read_json_object
+from .io import atomic_write_text, check_output_dir, json_safe, not_empty, read_json_object
 from .metrics import grades_problem
 
 MANIFEST = "pinrel.json"
@@ -113,19 +112,6 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     if (problem := grades_problem(grades)) is not None:
         raise ModelDirError(f"{f}: 'grades': {problem}")
     return manifest
-
-
-def json_safe(value: Any) -> Any:
-    """JSON without NaN/inf (which strict parsers reject): undefined metrics become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (np.floating, np.integer)):
-        return json_safe(value.item())
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def write_manifest(path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ epoch, resumes an unfinished run found in the output directory, and writes a sel
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -37,10 +36,10 @@ from .assembly import AssemblySpec, assemble_pairs
 from .backends import get_backend
 from .backends.hf import collate, ensure_pad_token, is_decoder_config, tokenize
 from .batching import bucket_batches
-from .io import read_yaml_mapping
+from .io import as_stored_json, read_yaml_mapping
 from .killhook import kill_at_epoch, maybe_kill
 from .metrics import grades_problem
-from .predictor import ModelDirError, check_model_out, json_safe, read_manifest, write_manifest
+from .predictor import ModelDirError, check_model_out, read_manifest, write_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +62,6 @@ BUCKET_WINDOW_BATCHES = 32
 
 CHECKPOINT_WEIGHTS = "trainable.safetensors"
 CHECKPOINT_OPTIMIZER = "optimizer.pt"
-CHECKPOINT_STATE = checkpoints.STATE
 CHECKPOINT_RNG = "rng.safetensors"
 
 
@@ -596,9 +594,7 @@ def save_checkpoint(
     if rng is not None:
         save_file({k: v.contiguous() for k, v in rng.items()}, str(path / CHECKPOINT_RNG))
     torch.save(optimizer.state_dict(), path / CHECKPOINT_OPTIMIZER)
-    (path / CHECKPOINT_STATE).write_text(
-        json.dumps({**state, "scheduler": scheduler.state_dict()}), encoding="utf-8"
-    )
+    checkpoints.write_state(path, {**state, "scheduler": scheduler.state_dict()})
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
@@ -1273,7 +1269,7 @@ def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
         part["config"] = _model_settings(m.get("config", {}))
         return part
 
-    return existing if model_part(_as_stored(manifest)) == model_part(existing) else None
+    return existing if model_part(as_stored_json(manifest)) == model_part(existing) else None
 
 
 def _export_complete(out: Path, lora: bool) -> bool:
@@ -1281,11 +1277,6 @@ def _export_complete(out: Path, lora: bool) -> bool:
     if not (model / "config.json").is_file() or not any(model.glob("*.safetensors")):
         return False
     return not lora or (out / ADAPTER_DIR).is_dir()
-
-
-def _as_stored(value: Any) -> Any:
-    """As pinrel.json holds it: tuples become lists, NaN becomes null."""
-    return json.loads(json.dumps(json_safe(value)))
 
 
 def _model_settings(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -1303,9 +1294,9 @@ def _export_without_run(out: Path, cfg: TeacherConfig, fp: dict[str, Any]) -> di
         return None
     if existing.get("kind") != KIND or not _export_complete(out, bool(existing.get("lora"))):
         return None
-    new = _model_settings(_as_stored(cfg.to_dict()))
+    new = _model_settings(as_stored_json(cfg.to_dict()))
     # A setting newer than the manifest had its default when that teacher was trained.
-    defaults = _as_stored(TeacherConfig(model=cfg.model).to_dict())
+    defaults = as_stored_json(TeacherConfig(model=cfg.model).to_dict())
     old = _model_settings({**defaults, **(existing.get("config") or {})})
     # Where the run would go does not change what it trains; the manifest keeps where it went.
     keys = (set(old) | set(new)) - set(_PLACEMENT)
