@@ -42,9 +42,8 @@ def sample_items(n: int) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         rows = pq.read_table(Path(d) / "catalog.parquet").slice(0, n).to_pylist()
-    from pinrel.records import ITEM_FIELDS
+    from pinrel.assembly import ITEM_FIELDS as fields
 
-    fields = (*ITEM_FIELDS, "lang")
     return [{"id": r["item_id"], **{k: r[k] for k in fields if r.get(k) is not None}} for r in rows]
 
 

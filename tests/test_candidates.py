@@ -144,6 +144,9 @@ def test_bad_input_is_named(catalog: pa.Table, tmp_path: Path) -> None:
         build_candidates(pa.table({"query": ["ok", "  "]}), catalog)
     with pytest.raises(RecordsError, match="none of the item fields"):
         build_candidates(q, pa.table({"price": [1.0]}))
+    # A language is not an item: a catalog of languages only has nothing to retrieve.
+    with pytest.raises(RecordsError, match="none of the item fields"):
+        build_candidates(q, pa.table({"lang": ["en"]}))
     csv = tmp_path / "catalog.csv"
     csv.write_text("title\nmug\n")
     with pytest.raises(ValueError, match="must be a Parquet file"):
@@ -152,6 +155,20 @@ def test_bad_input_is_named(catalog: pa.Table, tmp_path: Path) -> None:
         build_candidates(q, tmp_path / "missing.parquet")
     with pytest.raises(ValueError, match=r"must end in \.parquet"):
         write_candidates(pa.table({"query": ["x"]}), tmp_path / "pairs.csv")
+
+
+def test_an_in_memory_catalog_with_languages() -> None:
+    """`lang` was picked twice from an in-memory catalog (a KeyError: the field existed 2 times)."""
+    catalog = pa.table({"item_id": ["a", "b"], "title": ["Red mug", "Desk lamp"], "lang": ["en", "de"]})
+    pairs, _ = build_candidates(pa.table({"query": ["red mug", "lamp"], "lang": [None, "fr"]}), catalog, k=2)
+    # The pair's language is the query's where it has one, else the item's.
+    langs = {
+        (q, i): lang
+        for q, i, lang in zip(
+            *(pairs.column(c).to_pylist() for c in ("query", "item_id", "lang")), strict=True
+        )
+    }
+    assert langs == {("red mug", "a"): "en", ("lamp", "b"): "fr"}  # BM25 finds the items sharing a word
 
 
 def test_cli(catalog: pa.Table, queries: list[str], tmp_path: Path) -> None:

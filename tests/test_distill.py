@@ -558,7 +558,7 @@ def test_rerun_resumes_and_restart_starts_over(
         (labels_dir, {**TINY, "epochs": 4, "lr": 0.001}),
         (other, {**TINY, "epochs": 4}),
     ):
-        with pytest.raises(ValueError, match="other labels or settings, and no run to resume.*--restart"):
+        with pytest.raises(ValueError, match=r"other labels or settings, and no run to resume.*--restart"):
             distill(labels, out, cfg)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     fresh = distill(labels_dir, out, {**TINY, "epochs": 1}, restart=True)

@@ -17,6 +17,7 @@ import pinrel.records as records_module
 from pinrel.records import (
     GRADES_KEY,
     ITEM_FIELDS,
+    ITEM_TEXT_FIELDS,
     SCHEMA,
     RecordsError,
     RecordsFileNotFoundError,
@@ -389,10 +390,10 @@ def test_split_errors() -> None:
 def test_items_of_and_item_columns(table: pa.Table) -> None:
     items = items_of(table)
     assert len(items) == 3
-    assert set(items[0]) == {*ITEM_FIELDS, "lang"}
+    assert set(items[0]) == set(ITEM_FIELDS) == {*ITEM_TEXT_FIELDS, "lang"}
     assert items[0]["captions"] == ROWS[0]["captions"]
     assert "item_id" in items_of(table, with_ids=True)[0]
-    assert set(items_of(table, with_lang=False)[0]) == set(ITEM_FIELDS)
+    assert set(items_of(table, with_lang=False)[0]) == set(ITEM_TEXT_FIELDS)
     cols = item_columns(table)
     assert cols["title"] == [r["title"] for r in ROWS]
 

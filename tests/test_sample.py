@@ -13,7 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinrel.datasets import sample
-from pinrel.records import ITEM_FIELDS, LIST_FIELDS, num_grades, query_key, read_records, validate_records
+from pinrel.records import (
+    ITEM_FIELDS,
+    ITEM_TEXT_FIELDS,
+    LIST_FIELDS,
+    num_grades,
+    query_key,
+    read_records,
+    validate_records,
+)
 
 PAIR_FILES = ("train", "dev", "test", "unlabeled")
 
@@ -76,11 +84,11 @@ def test_pair_files_are_valid_records(default_sample: tuple[Path, dict[str, Any]
 def test_catalog_fields_all_filled(default_sample: tuple[Path, dict[str, Any], float]) -> None:
     out, _, _ = default_sample
     catalog = pq.read_table(out / "catalog.parquet")
-    assert catalog.column_names == ["item_id", *ITEM_FIELDS, "lang"]
+    assert catalog.column_names == ["item_id", *ITEM_FIELDS]
     ids = catalog.column("item_id").to_pylist()
     assert len(set(ids)) == len(ids)
     for row in catalog.to_pylist():
-        for field in (*ITEM_FIELDS, "lang"):
+        for field in ITEM_FIELDS:
             value = row[field]
             assert value, (row["item_id"], field)
             if field in LIST_FIELDS:
@@ -248,4 +256,4 @@ def test_items_feed_assemble_shape(default_sample: tuple[Path, dict[str, Any], f
     out, _, _ = default_sample
     t = read_records(out / "dev.parquet")
     assert isinstance(t, pa.Table)
-    assert all(t.column(f).null_count == 0 for f in ITEM_FIELDS)
+    assert all(t.column(f).null_count == 0 for f in ITEM_TEXT_FIELDS)

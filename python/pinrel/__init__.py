@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 from typing import TYPE_CHECKING
 
-from .assembly import ITEM_FIELDS, AssemblySpec, assemble, assemble_pairs, clean_text
+from .assembly import ITEM_FIELDS, ITEM_TEXT_FIELDS, AssemblySpec, assemble, assemble_pairs, clean_text
 from .batching import bucket_batches, get_num_threads, pad, padding_waste, set_num_threads
 from .client import Client
 from .features import MATCH_FEATURE_NAMES, Bm25Index, FeatureHasher
@@ -41,6 +41,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "ITEM_FIELDS",
+    "ITEM_TEXT_FIELDS",
     "MATCH_FEATURE_NAMES",
     "AssemblySpec",
     "Bm25Index",

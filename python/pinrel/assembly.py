@@ -8,9 +8,12 @@ from typing import Any
 from . import _native
 from ._native import AssemblySpec
 
-ITEM_FIELDS: tuple[str, ...] = (*_native.ITEM_FIELDS, "lang")
+# The fields assembled into an item's text (the Rust core's list), and every item input: those plus
+# `lang`, which the text may start with (include_lang) and metrics break down by.
+ITEM_TEXT_FIELDS: tuple[str, ...] = tuple(_native.ITEM_FIELDS)
+ITEM_FIELDS: tuple[str, ...] = (*ITEM_TEXT_FIELDS, "lang")
 
-__all__ = ["ITEM_FIELDS", "AssemblySpec", "assemble", "assemble_pairs", "clean_text"]
+__all__ = ["ITEM_FIELDS", "ITEM_TEXT_FIELDS", "AssemblySpec", "assemble", "assemble_pairs", "clean_text"]
 
 
 def _native_items(items: Any) -> Any:
@@ -18,9 +21,9 @@ def _native_items(items: Any) -> Any:
     module = type(items).__module__
     if module.startswith("pyarrow") and hasattr(items, "column_names") and hasattr(items, "column"):
         names = [n for n in items.column_names if n in ITEM_FIELDS]
-        if not names:
+        if not any(n in ITEM_TEXT_FIELDS for n in names):
             raise ValueError(
-                f"items: the Arrow table has none of the item fields {list(ITEM_FIELDS)}; "
+                f"items: the Arrow table has none of the item fields {list(ITEM_TEXT_FIELDS)}; "
                 f"its columns are {items.column_names}"
             )
         return {n: items.column(n).to_pylist() for n in names}

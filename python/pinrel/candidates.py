@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import _native
-from .assembly import ITEM_FIELDS, AssemblySpec, assemble
+from .assembly import ITEM_FIELDS, ITEM_TEXT_FIELDS, AssemblySpec, assemble
 from .io import atomic_path
 from .records import RecordsError, make_records, query_key, text_id
 
@@ -111,10 +111,11 @@ class _Catalog:
             raise TypeError(
                 f"catalog: expected a Parquet path or a pyarrow.Table, got {type(source).__name__}"
             )
-        self.columns = [c for c in _CATALOG_COLUMNS if c in names] + (["lang"] if "lang" in names else [])
-        if not any(c in ITEM_FIELDS for c in self.columns):
+        self.columns = [c for c in _CATALOG_COLUMNS if c in names]
+        if not any(c in ITEM_TEXT_FIELDS for c in self.columns):
             raise RecordsError(
-                f"{self.name}: none of the item fields {list(ITEM_FIELDS)} is a column (columns: {names})"
+                f"{self.name}: none of the item fields {list(ITEM_TEXT_FIELDS)} is a column "
+                f"(columns: {names})"
             )
 
     @property
@@ -547,7 +548,7 @@ def _pairs_table(
     picked = items.take(at) if rows.size else items.slice(0, 0)
     qs = queries.take(pa.array(q_idx))
     cols: dict[str, Any] = {"query": qs.column("query"), "query_id": qs.column("query_id")}
-    for name in ITEM_FIELDS:
+    for name in ITEM_TEXT_FIELDS:
         if name in picked.column_names:
             cols[name] = picked.column(name)
     ids = picked.column("item_id").to_pylist() if "item_id" in picked.column_names else [None] * len(rows)

@@ -174,9 +174,8 @@ def serve_and_query(student: Path, test: Path) -> list[dict[str, Any]]:
         for r in table:
             by_query.setdefault(r["query"], []).append(r)
         answers = []
-        from .records import ITEM_FIELDS
+        from .assembly import ITEM_FIELDS as fields
 
-        fields = (*ITEM_FIELDS, "lang")
         for query, rows in list(by_query.items())[:3]:
             items = [
                 {"id": r["item_id"], **{f: r[f] for f in fields if r.get(f) is not None}} for r in rows[:20]

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from . import checkpoints
-from .assembly import ITEM_FIELDS, AssemblySpec
+from .assembly import ITEM_FIELDS, ITEM_TEXT_FIELDS, AssemblySpec
 from .features import FeatureHasher
 from .io import (
     as_stored_json,
@@ -293,8 +293,8 @@ def _columns(schema: pa.Schema, where: str, extra: str | None) -> list[str]:
     if "probs" in names and not is_list_type(schema.field("probs").type):
         raise ValueError(f"{where}: column 'probs' should be list<float>, got {schema.field('probs').type}")
     items = [c for c in ITEM_FIELDS if c in names]
-    if not any(c != "lang" for c in items):
-        raise ValueError(f"{where}: none of the item fields {list(ITEM_FIELDS)} is present")
+    if not any(c in ITEM_TEXT_FIELDS for c in items):
+        raise ValueError(f"{where}: none of the item fields {list(ITEM_TEXT_FIELDS)} is present")
     if extra is not None and extra not in names:
         raise ValueError(f"{where}: the embedding column {extra!r} is missing")
     optional = [c for c in ("label", "query_id", "weight") if c in names]

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .assembly import ITEM_FIELDS, AssemblySpec, assemble
+from .assembly import ITEM_TEXT_FIELDS, AssemblySpec, assemble
 from .io import atomic_path, check_output_file
 from .predictor import MANIFEST, ModelDirError, read_manifest
 from .records import RecordsError
@@ -70,8 +70,10 @@ def _read_table(path: Path) -> pa.Table:
 def _pick_column(names: list[str], column: str | None) -> str:
     if column is not None:
         if column == ITEM_COLUMN:
-            if not any(n in ITEM_FIELDS for n in names):
-                raise RecordsError(f"--column item needs item fields {list(ITEM_FIELDS)}; columns: {names}")
+            if not any(n in ITEM_TEXT_FIELDS for n in names):
+                raise RecordsError(
+                    f"--column item needs item fields {list(ITEM_TEXT_FIELDS)}; columns: {names}"
+                )
             return column
         if column not in names:
             raise RecordsError(f"column {column!r} is not in the texts file (columns: {names})")
@@ -79,7 +81,7 @@ def _pick_column(names: list[str], column: str | None) -> str:
     for candidate in ("text", "query"):
         if candidate in names:
             return candidate
-    if any(n in ITEM_FIELDS for n in names):
+    if any(n in ITEM_TEXT_FIELDS for n in names):
         return ITEM_COLUMN
     raise RecordsError(f"no 'text' or 'query' column and no item fields to embed (columns: {names})")
 

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .assembly import ITEM_FIELDS, ITEM_TEXT_FIELDS
 from .io import atomic_path
 from .metrics import MAX_GRADES
 
@@ -43,6 +44,7 @@ __all__ = [
     "GRADES_KEY",
     "ID_FIELDS",
     "ITEM_FIELDS",
+    "ITEM_TEXT_FIELDS",
     "LIST_FIELDS",
     "SCHEMA",
     "TEXT_FIELDS",
@@ -69,17 +71,8 @@ __all__ = [
     "write_records",
 ]
 
-ITEM_FIELDS: tuple[str, ...] = (
-    "title",
-    "description",
-    "captions",
-    "boards",
-    "queries",
-    "link_title",
-    "link_description",
-)
 LIST_FIELDS: tuple[str, ...] = ("captions", "boards", "queries")
-TEXT_FIELDS: tuple[str, ...] = tuple(f for f in ITEM_FIELDS if f not in LIST_FIELDS)
+TEXT_FIELDS: tuple[str, ...] = tuple(f for f in ITEM_TEXT_FIELDS if f not in LIST_FIELDS)
 ID_FIELDS: tuple[str, ...] = ("lang", "query_id", "item_id")
 
 GRADES_KEY = b"pinrel.grades"
@@ -1135,16 +1128,14 @@ def split_by_query(table: pa.Table, fractions: Sequence[float] = (0.8, 0.2), see
 
 def item_columns(table: pa.Table, with_lang: bool = True) -> dict[str, list[Any]]:
     """Item fields (and `lang`) as a dict of columns, the cheapest input for `pinrel.assemble`."""
-    fields = [*ITEM_FIELDS, "lang"] if with_lang else list(ITEM_FIELDS)
+    fields = list(ITEM_FIELDS if with_lang else ITEM_TEXT_FIELDS)
     _check_table(table, fields)
     return {name: table.column(name).to_pylist() for name in fields}
 
 
 def items_of(table: pa.Table, with_lang: bool = True, with_ids: bool = False) -> list[dict[str, Any]]:
     """One dict per row with the item fields (plus `lang`, and `item_id` if asked), for `pinrel.assemble`."""
-    fields = list(ITEM_FIELDS)
-    if with_lang:
-        fields.append("lang")
+    fields = list(ITEM_FIELDS if with_lang else ITEM_TEXT_FIELDS)
     if with_ids:
         fields.append("item_id")
     _check_table(table, fields)

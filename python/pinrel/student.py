@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .assembly import ITEM_FIELDS, AssemblySpec, assemble
+from .assembly import ITEM_TEXT_FIELDS, AssemblySpec, assemble
 from .features import MATCH_FEATURE_NAMES, FeatureHasher
 from .metrics import check_grades
 from .predictor import MANIFEST, ModelDirError, read_manifest, write_manifest
@@ -288,8 +288,8 @@ def _num_items(items: Any, name: str) -> int:
 def _assemble(items: Any, spec: AssemblySpec, n: int) -> list[str]:
     if n == 0:
         return []
-    if _is_arrow(items) and not any(c in ITEM_FIELDS for c in items.column_names):
-        raise ValueError(f"items: the table has none of the item fields {list(ITEM_FIELDS)}")
+    if _is_arrow(items) and not any(c in ITEM_TEXT_FIELDS for c in items.column_names):
+        raise ValueError(f"items: the table has none of the item fields {list(ITEM_TEXT_FIELDS)}")
     return assemble(items if _is_arrow(items) else list(items), spec)
 
 
