@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -250,8 +251,30 @@ def test_labeler_shards_with_fixed_size_probs(tmp_path: Path) -> None:
         pq.read_table(labels.files[0]), pinrel.FeatureHasher(n_features=2**10), None, student
     )
     assert data.probs is not None and data.probs.shape == (10, GRADES)
+    # Only the counted shards are labels: a dev set copied into the folder would be trained on.
+    shutil.copy(d / "part-00000.parquet", d / "dev.parquet")
+    with pytest.raises(ValueError, match=r"Parquet files besides its 3 shards \(dev\.parquet\)"):
+        scan_labels(d)
+    (d / "dev.parquet").unlink()
     (d / "part-00001.parquet").unlink()
     with pytest.raises(ValueError, match=r"unfinished: 1 of 3 shards missing \(first: part-00001"):
+        scan_labels(d)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "expected a JSON object, got list"),
+        ("[" * 100_000, "not valid JSON"),
+        ('{"shards": "3"}', "'shards' should be an integer >= 0, got '3'"),
+        ('{"grades": 1}', "'grades'"),
+        ('{"kind": "teacher"}', "kind is 'teacher'; this is not a labels folder"),
+    ],
+)
+def test_a_bad_labels_manifest_is_named(tmp_path: Path, text: str, message: str) -> None:
+    d = write_shards(tmp_path / "labels", label_rows(6, 5), shards=1)
+    (d / "manifest.json").write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)):
         scan_labels(d)
 
 

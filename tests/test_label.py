@@ -237,6 +237,9 @@ def test_refuses_unknown_or_damaged_output(data: dict[str, Path], reference: Pat
     _assert_refused("not a directory", data["pairs"], data["teacher"], afile, shard_size=SHARD)
     with pytest.raises(LabelError, match=r"no manifest\.json"):
         read_labels(stray)
+    (stray / "manifest.json").write_text("[]")
+    with pytest.raises(LabelError, match="expected a JSON object, got list"):
+        read_labels(stray)
     partial = data["root"] / "partial"
     shutil.copytree(reference, partial)
     shard_path(partial, 3).unlink()

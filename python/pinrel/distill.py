@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from . import checkpoints
+from . import checkpoints, labelset
 from .assembly import ITEM_FIELDS, ITEM_TEXT_FIELDS, AssemblySpec
 from .features import FeatureHasher
 from .io import (
@@ -46,7 +46,6 @@ from .io import (
     read_yaml_mapping,
 )
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
-from .metrics import grades_problem
 from .predictor import check_model_out
 from .records import is_list_type, list_lengths
 from .student import KIND as STUDENT_KIND
@@ -65,7 +64,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-LABEL_MANIFEST = "manifest.json"
 RUN_NAME = "distill"  # fixed, so a second run with the same out_dir finds the first one's checkpoints
 STORAGE = "_ray"
 # The optimisation settings a student's weights depend on. `epochs` is not one: raising it trains further.
@@ -247,43 +245,6 @@ class LabelSet:
     extra_dim: int = 0
 
 
-def _read_label_manifest(d: Path) -> dict[str, Any]:
-    f = d / LABEL_MANIFEST
-    if not f.is_file():
-        return {}
-    try:
-        manifest = json.loads(f.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{f}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{f}: expected a JSON object")
-    k = manifest.get("grades")
-    if k is not None and (problem := grades_problem(k)) is not None:
-        raise ValueError(f"{f}: 'grades': {problem}")
-    return manifest
-
-
-def _shard_files(d: Path) -> list[str]:
-    files = sorted(str(p) for p in d.glob("*.parquet") if p.is_file())
-    if not files:
-        raise ValueError(f"labels dir {str(d)!r} holds no label shards (*.parquet); run `pinrel label` first")
-    return files
-
-
-def _check_complete(d: Path, manifest: dict[str, Any]) -> None:
-    """`pinrel label` records how many shards it will write; training on a part of them would
-    silently skew the data toward the first pairs."""
-    expected = manifest.get("shards")
-    if isinstance(expected, bool) or not isinstance(expected, int):
-        return
-    missing = [i for i in range(expected) if not (d / f"part-{i:05d}.parquet").is_file()]
-    if missing:
-        raise ValueError(
-            f"labels dir {str(d)!r} is unfinished: {len(missing)} of {expected} shards missing "
-            f"(first: part-{missing[0]:05d}.parquet); finish `pinrel label` first"
-        )
-
-
 def _columns(schema: pa.Schema, where: str, extra: str | None) -> list[str]:
     names = schema.names
     required = ["query", "probs"]
@@ -384,9 +345,8 @@ def scan_labels(labels_dir: str | os.PathLike[str], embedding_column: str | None
     d = Path(labels_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"labels dir {str(d)!r} does not exist or is not a directory")
-    manifest = _read_label_manifest(d)
-    files = _shard_files(d)
-    _check_complete(d, manifest)
+    manifest = labelset.read_manifest(d) or {}
+    files = [str(p) for p in labelset.shard_files(d, manifest)]
     k: int | None = manifest.get("grades")
     first_cols: list[str] | None = None
     rows = labeled = 0
@@ -942,7 +902,11 @@ def _check_run_dir(storage: Path, run: dict[str, Any], restart: bool) -> None:
         shutil.rmtree(storage)
     run_file = storage / RUN_FILE
     if run_file.is_file():
-        old = json.loads(run_file.read_text(encoding="utf-8"))
+        old = read_json_object(run_file)
+        if old is None:
+            raise ValueError(
+                f"{run_file}: unreadable or not a JSON object; pass restart=True (--restart) to start over"
+            )
         if old.get("fingerprint") != run["fingerprint"]:
             raise ValueError(
                 f"{storage.parent} holds a run with other model settings (hasher, sizes or assembly); "

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import sys
 import time
 import warnings
@@ -40,6 +39,8 @@ import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
 from .io import atomic_write_with, check_output_dir, hash_file_ends, not_empty
+from .labelset import MANIFEST_NAME, shard_files, shard_index, shard_indices, shard_path
+from .labelset import read_manifest as read_labels_manifest
 from .predictor import ModelDirError, mean_probs, model_dirs, read_manifest
 from .records import GRADES_KEY, SCHEMA, RecordsError, make_records, num_grades, read_records
 
@@ -59,11 +60,9 @@ __all__ = [
     "teachers_identity",
 ]
 
-MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 DEFAULT_SHARD_SIZE = 10_000
 DEFAULT_MAX_TOKENS = 16_384
-_SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 _LOCK_NAME = ".lock"
 # Assembly limits that never bind, to tell whether the real budget truncated a pair.
 _UNBOUNDED = 1_000_000
@@ -127,10 +126,6 @@ def pairs_fingerprint(pairs: str | os.PathLike[str], rows: int) -> dict[str, Any
 
 
 # ----------------------------------------------------------------------------------------- shards
-
-
-def shard_path(out: str | os.PathLike[str], index: int) -> Path:
-    return Path(out) / f"part-{index:05d}.parquet"
 
 
 def labels_schema(grades: int) -> pa.Schema:
@@ -336,10 +331,6 @@ def _mismatches(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _existing_shards(out: Path) -> list[int]:
-    return sorted(int(m.group(1)) for p in out.iterdir() if (m := _SHARD_RE.match(p.name)))
-
-
 def _check_not_foreign(out: Path) -> None:
     """Refuse a folder that holds something other than labels (a teacher, a dataset, the user's
     files) before anything, even the lock file, is written into it."""
@@ -355,7 +346,7 @@ def _check_not_foreign(out: Path) -> None:
             return (
                 None if kind == "labels" else f"holds a {MANIFEST_NAME} of kind {kind!r}, not pinrel labels"
             )
-        foreign = [e for e in entries if not (_SHARD_RE.match(e) or e == _LOCK_NAME)]
+        foreign = [e for e in entries if shard_index(e) is None and e != _LOCK_NAME]
         return not_empty(foreign, "pinrel labels") if foreign else None
 
     check_output_dir(out, "out", "pinrel labels", problem, error=LabelError)
@@ -376,7 +367,7 @@ def _check_out(out: Path, want: dict[str, Any]) -> None:
                 "Use another --out folder (nothing was overwritten)."
             )
         return
-    if _existing_shards(out):
+    if shard_indices(out):
         raise LabelError(
             f"out: {out} holds part-*.parquet shards but no {MANIFEST_NAME}, so their teacher and pairs "
             "are unknown; use another --out folder (nothing was overwritten)"
@@ -387,7 +378,7 @@ def _check_out(out: Path, want: dict[str, Any]) -> None:
 
 def _pending_shards(out: Path, plan_rows: int, shard_size: int) -> list[int]:
     n = -(-plan_rows // shard_size)
-    done = set(_existing_shards(out))
+    done = set(shard_indices(out))
     stray = sorted(i for i in done if i >= n)
     if stray:
         raise LabelError(f"out: {out} holds shard {stray[0]} but the pairs have only {n} shards")
@@ -889,18 +880,17 @@ def read_labels(out: str | os.PathLike[str], allow_partial: bool = False) -> pa.
     """All shards of a labels folder as one table, in pair order; refuses an unfinished folder unless
     `allow_partial`."""
     odir = Path(out)
-    mpath = odir / MANIFEST_NAME
-    if not mpath.is_file():
-        raise LabelError(f"labels: {odir} has no {MANIFEST_NAME}; is it a `pinrel label` output folder?")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    n = int(manifest["shards"])
-    present = [i for i in range(n) if shard_path(odir, i).is_file()]
-    if len(present) < n and not allow_partial:
-        missing = sorted(set(range(n)) - set(present))
-        raise LabelError(
-            f"labels: {odir} is unfinished: {len(missing)} of {n} shards missing "
-            f"(first: {shard_path(odir, missing[0]).name}); re-run `pinrel label` to finish it"
-        )
-    schema = labels_schema(int(manifest["grades"]))
-    tables = [pq.read_table(shard_path(odir, i), schema=schema) for i in present]
+    if not odir.is_dir():
+        raise LabelError(f"labels: {str(odir)!r} does not exist or is not a directory")
+    try:
+        manifest = read_labels_manifest(odir)
+        if manifest is None:
+            raise ValueError(f"{odir} has no {MANIFEST_NAME}; is it a `pinrel label` output folder?")
+        if "shards" not in manifest or "grades" not in manifest:
+            raise ValueError(f"{odir / MANIFEST_NAME} lacks 'shards' or 'grades'; `pinrel label` writes both")
+        files = shard_files(odir, manifest, allow_partial)
+    except ValueError as e:
+        raise LabelError(f"labels: {e}") from None
+    schema = labels_schema(manifest["grades"])
+    tables = [pq.read_table(f, schema=schema) for f in files]
     return pa.concat_tables(tables) if tables else schema.empty_table()
