@@ -157,6 +157,24 @@ def test_bad_input_is_named(catalog: pa.Table, tmp_path: Path) -> None:
         write_candidates(pa.table({"query": ["x"]}), tmp_path / "pairs.csv")
 
 
+def test_query_files_are_read_as_records_are(tmp_path: Path) -> None:
+    """pyarrow's CSV reader typed a query "2024" as a number and refused it as blank; the records
+    readers keep CSV cells as text, and name the row of a value that is not."""
+    from pinrel.candidates import read_queries
+
+    (tmp_path / "q.csv").write_text("query,query_id\n2024,1\nred mug,2\n")
+    assert read_queries(tmp_path / "q.csv").to_pydict()["query"] == ["2024", "red mug"]
+    (tmp_path / "q.jsonl").write_text('{"query": 5}\n')
+    with pytest.raises(RecordsError, match="row 1: query should be text, got int 5"):
+        read_queries(tmp_path / "q.jsonl")
+    (tmp_path / "q.jsonl").write_text('{"query": "a"}\n{"query": 5}\n')
+    with pytest.raises(RecordsError, match="column 'query' mixes value types"):
+        read_queries(tmp_path / "q.jsonl")
+    (tmp_path / "bad.csv").write_text('query\n"red mug\n')
+    with pytest.raises(RecordsError, match=r"queries: .*bad\.csv: line \d: malformed CSV"):
+        read_queries(tmp_path / "bad.csv")
+
+
 def test_an_in_memory_catalog_with_languages() -> None:
     """`lang` was picked twice from an in-memory catalog (a KeyError: the field existed 2 times)."""
     catalog = pa.table({"item_id": ["a", "b"], "title": ["Red mug", "Desk lamp"], "lang": ["en", "de"]})

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from . import _native
 from .assembly import ITEM_FIELDS, ITEM_TEXT_FIELDS, AssemblySpec, assemble
 from .io import atomic_path
-from .records import RecordsError, make_records, query_key, text_id
+from .records import RecordsError, make_records, query_key, read_table, text_id
 
 __all__ = [
     "SOURCE_BM25",
@@ -168,14 +168,16 @@ def read_queries(source: str | os.PathLike[str] | pa.Table) -> pa.Table:
     if isinstance(source, pa.Table):
         table, name = source, "queries"
     elif isinstance(source, (str, os.PathLike)):
-        table, name = read_table(Path(source)), str(source)
+        table, name = read_table(source, "queries"), str(source)
     else:
         raise TypeError(f"queries: expected a file path or a pyarrow.Table, got {type(source).__name__}")
     if "query" not in table.column_names:
         raise RecordsError(f"{name}: no 'query' column (columns: {table.column_names})")
     queries = table.column("query").to_pylist()
     for i, q in enumerate(queries):
-        if not isinstance(q, str) or not q.strip():
+        if q is not None and not isinstance(q, str):
+            raise RecordsError(f"{name}: row {i + 1}: query should be text, got {type(q).__name__} {q!r}")
+        if q is None or not q.strip():
             raise RecordsError(f"{name}: row {i + 1}: query is missing or blank")
     ids = table.column("query_id").to_pylist() if "query_id" in table.column_names else [None] * len(queries)
     ids = [str(x) if x not in (None, "") else text_id(q) for x, q in zip(ids, queries, strict=True)]
@@ -200,30 +202,6 @@ def _without_excluded(
             f"queries: all {qtable.num_rows} queries are in the excluded sets; nothing is left to label"
         )
     return qtable.filter(pa.array(keep)), int((~keep).sum())
-
-
-def read_table(path: str | os.PathLike[str], what: str = "queries") -> pa.Table:
-    """A whole Parquet, CSV/TSV or JSONL file as an Arrow table (for small inputs such as queries);
-    `what` names the input in error messages."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(path)
-        if suffix in (".csv", ".tsv"):
-            import pyarrow.csv as pcsv
-
-            parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
-            return pcsv.read_csv(path, parse_options=parse)
-        if suffix in (".jsonl", ".ndjson"):
-            import pyarrow.json as pjson
-
-            return pjson.read_json(path)
-    except (pa.ArrowException, OSError) as e:
-        raise RecordsError(f"{what}: cannot read {path} ({e})") from None
-    raise ValueError(f"{what}: {path} has an unknown extension; use .parquet, .csv, .tsv or .jsonl")
 
 
 # ----------------------------------------------------------------------------------- BM25 statistics

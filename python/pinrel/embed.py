@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from .assembly import ITEM_TEXT_FIELDS, AssemblySpec, assemble
 from .io import atomic_path, check_output_file
 from .predictor import MANIFEST, ModelDirError, read_manifest
-from .records import RecordsError
+from .records import RecordsError, read_table
 
 __all__ = ["ITEM_COLUMN", "EmbedSummary", "embed_file", "embed_texts", "resolve_model", "texts_of"]
 
@@ -62,8 +62,6 @@ def resolve_model(model: str | os.PathLike[str]) -> tuple[Path, AssemblySpec]:
 
 
 def _read_table(path: Path) -> pa.Table:
-    from .candidates import read_table
-
     return read_table(path, what="texts")
 
 

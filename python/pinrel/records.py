@@ -63,6 +63,7 @@ __all__ = [
     "query_key",
     "read_delimited",
     "read_records",
+    "read_table",
     "records_digest",
     "split_by_query",
     "text_id",
@@ -862,6 +863,37 @@ def read_records(
         grades=grades,
         stored_grades=stored,
     )
+
+
+def read_table(path: str | os.PathLike[str], what: str = "input", fmt: str | None = None) -> pa.Table:
+    """A whole Parquet, CSV/TSV or JSONL file as an Arrow table with its own columns, read as
+    `read_records` reads files (UTF-8 and CSV quoting checked, line numbers in errors), for small
+    inputs that are not records, such as queries or texts to embed. CSV cells stay text, so a query
+    "2024" is a string; `what` names the input in error messages."""
+    try:
+        p = Path(path)
+        kind = detect_format(p, fmt)
+        p = _existing_file(p)
+        if kind == "parquet":
+            try:
+                return pq.ParquetFile(p).read()
+            except (pa.ArrowException, OSError) as e:
+                raise RecordsError(f"{p}: not a readable Parquet file ({e})") from None
+        if kind == "jsonl":
+            columns, _ = _read_jsonl(p)
+            arrays = {}
+            for name, values in columns:
+                try:
+                    arrays[name] = pa.array(values)
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                    raise RecordsError(f"{p}: column {name!r} mixes value types ({e})") from None
+            return pa.table(arrays)
+        columns, _ = _read_csv(p, "\t" if kind == "tsv" else ",")
+        return pa.table({name: pa.array(values, pa.string()) for name, values in columns})
+    except RecordsFileNotFoundError as e:
+        raise RecordsFileNotFoundError(f"{what}: {e}") from None
+    except RecordsError as e:
+        raise RecordsError(f"{what}: {e}") from None
 
 
 def make_records(
