@@ -213,6 +213,37 @@ def test_set_and_get_num_threads(restore_threads: None) -> None:
     assert pinrel.assemble([{"title": "x"}]) == ["title: x"]
 
 
+@pytest.mark.parametrize(
+    ("value", "in_force"), [("3", 3), (" 2 ", 2), ("abc", None), ("0", None), ("5000", None)]
+)
+def test_serving_reads_pinrel_num_threads_as_the_core_does(
+    restore_threads: None, monkeypatch: pytest.MonkeyPatch, value: str, in_force: int | None
+) -> None:
+    """A value the Rust core ignores (not a count from 1 to 1024) used to count as set in serving,
+    which then left the pool at every CPU instead of the replica's reserved ones."""
+    import warnings
+
+    import torch
+
+    from pinrel._native import env_num_threads
+    from pinrel.serving import configure_threads
+
+    monkeypatch.setenv("PINREL_NUM_THREADS", value)
+    torch_threads = torch.get_num_threads()
+    assert env_num_threads() == in_force
+    pinrel.set_num_threads(4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        configure_threads(1)
+    torch.set_num_threads(torch_threads)
+    if in_force is None:
+        assert pinrel.get_num_threads() == 1
+        assert any("PINREL_NUM_THREADS" in str(w.message) for w in caught)
+    else:
+        assert pinrel.get_num_threads() == 4  # the variable is the user's choice, left to the core
+        assert not caught
+
+
 def _pool_thread_ids() -> set[int]:
     ids = set()
     for task in Path("/proc/self/task").iterdir():

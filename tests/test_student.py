@@ -287,6 +287,10 @@ def test_bad_device_is_named(artifact: Path) -> None:
         Scorer.load(artifact, device="nope")
     with pytest.raises(TypeError, match=r"device: expected a str or torch\.device"):
         load_predictor(artifact, device=0)
+    # A GPU this machine lacks is named before any weights load, for the student and the HF backend.
+    missing = f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(ValueError, match=rf"device: '{missing}'.*(no CUDA GPU|GPU\(s\) are visible)"):
+        Scorer.load(artifact, device=missing)
 
 
 def test_load_refuses_a_deeply_nested_manifest(artifact: Path) -> None:

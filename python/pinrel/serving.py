@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,15 @@ def configure_threads(cpus: float) -> None:
     """
     import torch
 
-    from ._native import set_num_threads
+    from ._native import env_num_threads, set_num_threads
 
-    if not os.environ.get("PINREL_NUM_THREADS"):
+    if env_num_threads() is None:
+        if os.environ.get("PINREL_NUM_THREADS", "").strip():
+            warnings.warn(
+                f"PINREL_NUM_THREADS={os.environ['PINREL_NUM_THREADS']!r} is not a thread count from 1 to "
+                f"1024; using one thread per reserved CPU ({max(1, int(cpus))})",
+                stacklevel=2,
+            )
         set_num_threads(max(1, int(cpus)))
     torch.set_num_threads(1)
 

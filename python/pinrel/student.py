@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .assembly import ITEM_TEXT_FIELDS, AssemblySpec, assemble
+from .devices import resolve_device
 from .features import MATCH_FEATURE_NAMES, FeatureHasher
 from .metrics import check_grades
 from .predictor import MANIFEST, ModelDirError, read_manifest, write_manifest
@@ -508,16 +509,6 @@ def _check_weights(
             )
 
 
-def as_device(device: Any) -> torch.device:
-    """`device` as a torch.device, or ValueError naming it ("cpu", "cuda", "cuda:0", a torch.device)."""
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device: expected a str or torch.device, got {type(device).__name__}")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"device: {device!r} is not a torch device ({e})") from None
-
-
 def load_student(
     path: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[StudentModel, FeatureHasher, AssemblySpec, dict[str, Any]]:
@@ -555,7 +546,7 @@ def load_student(
         _check_weights(weights, StudentModel(config), hasher, d / WEIGHTS)
     model = StudentModel(config)
     model.load_state_dict(weights, strict=True)
-    model.to(as_device(device))
+    model.to(resolve_device(device))
     model.eval()
     return model, hasher, spec, manifest
 
@@ -603,7 +594,7 @@ class Scorer:
         device: str | torch.device = "cpu",
     ) -> None:
         _check_parts(model, hasher, spec)
-        dev = as_device(device)
+        dev = resolve_device(device)
         model = model.to(dev).eval()
         self._parts = _Parts(model, hasher, spec, dev, dict(manifest or {}))
 

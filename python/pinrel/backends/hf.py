@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..batching import bucket_batches, pad
+from ..devices import resolve_device
 from ..predictor import ModelDirError
 
 if TYPE_CHECKING:
@@ -89,14 +90,6 @@ def arrival_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int
     if start < len(lengths):
         batches.append(np.arange(start, len(lengths), dtype=np.int64))
     return batches
-
-
-def resolve_device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def resolve_dtype(dtype: Any, device: str) -> torch.dtype:
@@ -189,7 +182,7 @@ class HFBackend:
             raise ValueError(
                 f"max_tokens and max_batch_size must be >= 1, got {max_tokens}, {max_batch_size}"
             )
-        self.device = resolve_device(device)
+        self.device = str(resolve_device(device))
         self.dtype = resolve_dtype(dtype, self.device)
         self.max_tokens = max_tokens
         self.max_batch_size = max_batch_size

@@ -17,12 +17,20 @@ static POOL: RwLock<Option<Arc<ThreadPool>>> = RwLock::new(None);
 static BUILT: Mutex<Vec<Arc<ThreadPool>>> = Mutex::new(Vec::new());
 const KEEP_POOLS: usize = 4;
 
-fn default_threads() -> usize {
+const MAX_THREADS: usize = 1024;
+
+/// The thread count PINREL_NUM_THREADS asks for, if it holds one in 1..=MAX_THREADS. Exposed so
+/// that Python code deciding whether the variable is in force reads it by the same rule.
+#[pyfunction]
+fn env_num_threads() -> Option<usize> {
     std::env::var("PINREL_NUM_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .filter(|&n| (1..=MAX_THREADS).contains(&n))
+}
+
+fn default_threads() -> usize {
+    env_num_threads().unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 fn pool_of(n: usize) -> Arc<ThreadPool> {
@@ -60,8 +68,11 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 #[pyfunction]
 fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
     let n = usize_arg(n, "n")?;
-    if n == 0 || n > 1024 {
-        return Err(value_error("n", format!("must be between 1 and 1024, got {n}")));
+    if n == 0 || n > MAX_THREADS {
+        return Err(value_error(
+            "n",
+            format!("must be between 1 and {MAX_THREADS}, got {n}"),
+        ));
     }
     *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(pool_of(n));
     Ok(())
@@ -75,5 +86,6 @@ fn get_num_threads() -> usize {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(env_num_threads, m)?)?;
     Ok(())
 }
