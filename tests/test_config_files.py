@@ -69,3 +69,23 @@ def test_an_empty_config_is_the_defaults(tmp_path: Path) -> None:
     path.write_text("# nothing set\n", encoding="utf-8")
     assert read_yaml_mapping(path) == {}
     assert distill_config(path) == DistillConfig()
+
+
+def test_numbers_in_exponent_form_are_numbers_everywhere(tmp_path: Path) -> None:
+    """YAML 1.1 reads `lr: 2e-3` as the string "2e-3": the teacher coerced it and the distiller
+    refused it. The one reader now gives a float to both; integers and real strings stay as they were."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "lr: 2e-3\nweight_decay: 1E+0\nepochs: 3\nname: 2e-3x\nquoted: '1e-4'\n", encoding="utf-8"
+    )
+    assert read_yaml_mapping(path) == {
+        "lr": 2e-3,
+        "weight_decay": 1.0,
+        "epochs": 3,
+        "name": "2e-3x",
+        "quoted": "1e-4",
+    }
+    path.write_text("lr: 2e-3\n", encoding="utf-8")
+    assert distill_config(path).lr == 2e-3
+    path.write_text("teacher:\n  model: m\n  lr: 3e-5\n", encoding="utf-8")
+    assert TeacherConfig.from_yaml(path).lr == 3e-5

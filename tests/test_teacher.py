@@ -691,7 +691,7 @@ def test_yaml_config(tmp_path: Path) -> None:
     assert shipped.model and shipped.grades == 5 and shipped.lora is None
     flat = _write_csv(tmp_path / "flat.yaml", "model: some/model\nepochs: 3\nlr: 1e-4\n")
     loaded = TeacherConfig.from_yaml(flat, epochs=4)
-    assert loaded.epochs == 4 and loaded.lr == 1e-4  # PyYAML reads 1e-4 as a string
+    assert loaded.epochs == 4 and loaded.lr == 1e-4  # a number, though YAML 1.1 reads a string
     typo = _write_csv(tmp_path / "typo.yaml", "teacher:\n  model: m\n  learning_rate: 1e-4\n")
     with pytest.raises(TeacherError, match="learning_rate"):
         TeacherConfig.from_yaml(typo)

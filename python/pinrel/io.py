@@ -8,6 +8,7 @@ midway; a rename within one directory is atomic on POSIX file systems.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -76,6 +77,23 @@ def hash_file_ends(h: Any, path: Path) -> None:
             h.update(f.read())
 
 
+@functools.cache
+def _yaml_loader() -> Any:
+    """PyYAML's safe loader, reading `1e-4` as a number as YAML 1.2 does (YAML 1.1 wants `1.0e-4` and
+    otherwise gives the string "1e-4"), so that every config reads a learning rate the same way."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+    )
+    return Loader
+
+
 def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The top-level mapping of a YAML config file (`{}` for an empty one).
 
@@ -91,7 +109,7 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ValueError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader: builds no arbitrary objects
     except yaml.YAMLError as e:
         # The parser's own message spans several lines and quotes the text; one line is enough.
         mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)

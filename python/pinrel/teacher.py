@@ -133,7 +133,6 @@ class TeacherConfig:
                 f"model: expected a Hugging Face model name or a local path, got {self.model!r}"
             )
         self.model = self.model.strip()
-        self._coerce_floats()
         for name, low in (
             ("grades", 2),
             ("lora_r", 1),
@@ -181,24 +180,6 @@ class TeacherConfig:
             raise TeacherError("load_in_4bit: a 4-bit base model cannot be fully fine-tuned; use LoRA")
         if self.assembly is not None:
             self.assembly_spec()
-
-    def _coerce_floats(self) -> None:
-        # YAML 1.1 (PyYAML) reads `lr: 1e-4` as the string "1e-4"; accept what a reader would call a number.
-        for name in (
-            "lr",
-            "lora_dropout",
-            "weight_decay",
-            "warmup_ratio",
-            "max_grad_norm",
-            "ordinal_weight",
-            "pairwise_weight",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                try:
-                    setattr(self, name, float(value))
-                except ValueError:
-                    raise TeacherError(f"{name}: expected a number, got {value!r}") from None
 
     def _check_target_modules(self) -> None:
         t = self.lora_target_modules
