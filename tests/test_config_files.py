@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,23 +11,14 @@ import pytest
 from pinrel.distill import DistillConfig
 from pinrel.distill import load_config as distill_config
 from pinrel.io import read_yaml_mapping
+from pinrel.label import load_config as label_config
 from pinrel.teacher import TeacherConfig, TeacherError
-
-
-def _label_job_config() -> Callable[[Path], Any]:
-    entry = Path(__file__).resolve().parent.parent / "train" / "label.py"
-    spec = importlib.util.spec_from_file_location("train_label_config", entry)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_config  # type: ignore[no-any-return]
-
 
 LOADERS: dict[str, Callable[[Path], Any]] = {
     "reader": read_yaml_mapping,
     "distill": distill_config,
     "teacher": TeacherConfig.from_yaml,
-    "label job": _label_job_config(),
+    "label": label_config,
 }
 
 BAD: dict[str, tuple[bytes, str]] = {

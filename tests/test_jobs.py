@@ -69,7 +69,7 @@ def test_relative_paths_are_refused_only_inside_a_job(
         (
             "label",
             ["--pairs", "/tmp/pairs.parquet", "--teacher", "runs/teacher", "--out", "/tmp/labels"],
-            "train/label.py",
+            "pinrel label",
         ),
     ],
 )

@@ -356,7 +356,7 @@ def test_ensemble_on_ray_writes_the_same_shards(
 
 
 def test_the_ray_job_entrypoint_takes_a_list_of_teachers_from_its_yaml(
-    data: dict[str, Path], ensemble: dict[str, Path], ray_session: object
+    data: dict[str, Path], ensemble: dict[str, Path], ray_session: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import importlib.util
 
@@ -382,9 +382,17 @@ def test_the_ray_job_entrypoint_takes_a_list_of_teachers_from_its_yaml(
     assert module.main(["--config", str(config)]) == 0
     want = (_probs(read_labels(ensemble["a"])) + _probs(read_labels(ensemble["b"]))) / 2
     np.testing.assert_allclose(_probs(read_labels(out)), want, atol=1e-6)
+    capsys.readouterr()
     config.write_text(yaml.safe_dump({**settings, "teachers": settings["teacher"]}))
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['teachers'\]"):
-        module.main(["--config", str(config)])
+    assert module.main(["--config", str(config)]) == 2
+    assert "pinrel label: error: " in capsys.readouterr().err
+    # A fractional actor count is refused, not truncated; `pinrel label` reads the same file.
+    config.write_text(yaml.safe_dump({**settings, "actors": 2.7}))
+    assert module.main(["--config", str(config)]) == 2
+    assert "actors" in capsys.readouterr().err
+    from pinrel.cli import main
+
+    assert main(["label", "--ray", "--config", str(config), "--actors", "1", "--quiet"]) == 0
 
 
 def test_an_ensemble_refuses_teachers_that_do_not_fit_together(

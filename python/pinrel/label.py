@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -38,13 +39,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
-from .io import atomic_write_with, check_output_dir, hash_file_ends, not_empty
+from .io import atomic_write_with, check_output_dir, hash_file_ends, not_empty, read_yaml_mapping
 from .labelset import MANIFEST_NAME, shard_files, shard_index, shard_indices, shard_path
 from .labelset import read_manifest as read_labels_manifest
 from .predictor import ModelDirError, mean_probs, model_dirs, read_manifest
 from .records import GRADES_KEY, SCHEMA, RecordsError, make_records, num_grades, read_records
 
 __all__ = [
+    "CONFIG_DEFAULTS",
     "MANIFEST_NAME",
     "LabelActor",
     "LabelError",
@@ -53,6 +55,7 @@ __all__ = [
     "label_pairs",
     "label_pairs_ray",
     "labels_schema",
+    "load_config",
     "pairs_fingerprint",
     "read_labels",
     "shard_path",
@@ -63,6 +66,20 @@ __all__ = [
 FORMAT_VERSION = 1
 DEFAULT_SHARD_SIZE = 10_000
 DEFAULT_MAX_TOKENS = 16_384
+# What `pinrel label --config FILE` (train/label.yaml) may set, with the defaults; flags override it.
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "pairs": None,
+    "teacher": None,  # one teacher directory, or a list of them (an ensemble)
+    "out": None,
+    "backend": "auto",
+    "shard_size": DEFAULT_SHARD_SIZE,
+    "max_tokens": DEFAULT_MAX_TOKENS,
+    "grades": None,
+    "device": None,
+    "actors": 1,  # the three actor settings apply with --ray
+    "gpus_per_actor": 0.0,
+    "cpus_per_actor": 1.0,
+}
 _LOCK_NAME = ".lock"
 # Assembly limits that never bind, to tell whether the real budget truncated a pair.
 _UNBOUNDED = 1_000_000
@@ -792,8 +809,8 @@ def label_pairs_ray(
     max_tokens = _check_int(max_tokens, "max_tokens")
     _check_backend(backend)
     for name, value in (("gpus_per_actor", gpus_per_actor), ("cpus_per_actor", cpus_per_actor)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     t0 = time.perf_counter()
     planned = _plan(pairs, teacher, out, shard_size, grades)
     if planned.pairs.suffix.lower() not in (".parquet", ".pq"):
@@ -874,6 +891,16 @@ def _run_ray(
 
 
 # ------------------------------------------------------------------------------------------- read
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """CONFIG_DEFAULTS updated from a YAML file; unknown keys are errors, so typos do not pass silently.
+    Values are checked where they are used, by `label_pairs` and `label_pairs_ray`."""
+    data = read_yaml_mapping(path)
+    unknown = sorted(set(data) - set(CONFIG_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(CONFIG_DEFAULTS)}")
+    return {**CONFIG_DEFAULTS, **data}
 
 
 def read_labels(out: str | os.PathLike[str], allow_partial: bool = False) -> pa.Table:
