@@ -196,6 +196,19 @@ def test_bert_merged_model_matches_load_teacher(
     assert teacher.embed_texts(["red mug", "blue lamp"]).shape == (2, 64)
 
 
+def test_eval_without_progress_draws_no_bars(
+    bert_run: tuple[Path, dict[str, Any]], data: dict[str, Any], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`pinrel eval --no-progress` loaded a teacher whose backend still drew a bar for every slice."""
+    from pinrel.cli import main
+
+    out, _ = bert_run
+    report = data["root"] / "eval-no-progress"
+    argv = ["eval", "--model", str(out), "--data", str(data["dev_path"]), "--report", str(report)]
+    assert main([*argv, "--baselines", "none", "--no-progress"]) == 0
+    assert "it/s" not in capfd.readouterr().err
+
+
 def test_resume_continues_from_last_epoch_and_learns(
     bert_run: tuple[Path, dict[str, Any]], bert_resumed: dict[str, Any]
 ) -> None:

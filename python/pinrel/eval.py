@@ -445,7 +445,8 @@ def _resolve_model(model: Any) -> tuple[Predictor | str, str, int | None]:
         named = [m for m in model if _is_baseline_name(m)]
         if named:
             raise ValueError(f"model: a baseline ({named[0]!r}) cannot be a member of an ensemble")
-        predictor = load_predictor(model)  # checks every member before the descriptions read them
+        # Every member is checked before the descriptions read them; `_predict` draws the one bar.
+        predictor = load_predictor(model, progress=False)
         members = ", ".join(_describe_dir(m) for m in model)
         return predictor, f"ensemble (mean probabilities) of {members}", int(predictor.grades)
     if _is_baseline_name(model):
@@ -453,7 +454,7 @@ def _resolve_model(model: Any) -> tuple[Predictor | str, str, int | None]:
         return model, f"baseline `{model}`", None
     if isinstance(model, (str, os.PathLike)):
         description = _describe_dir(model)
-        predictor = load_predictor(model)
+        predictor = load_predictor(model, progress=False)
         return predictor, description, int(predictor.grades)
     if isinstance(model, Predictor):
         return model, f"`{type(model).__name__}` (in memory)", int(model.grades)

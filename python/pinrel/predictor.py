@@ -139,23 +139,23 @@ def model_dirs(value: Any, what: str) -> list[Path]:
 
 
 def load_predictor(
-    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **kwargs: Any
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, progress: bool = True, **kwargs: Any
 ) -> Predictor:
     """Load any pinrel model directory (teacher or student) as a `Predictor`; several directories load
-    as one `Ensemble`."""
+    as one `Ensemble`. `progress`: a teacher draws a bar per `predict` call (a student is too quick to)."""
     dirs = model_dirs(path, "model")
     if len(dirs) == 1:
-        return _load_dir(dirs[0], **kwargs)
-    return Ensemble([_load_dir(d, **kwargs) for d in dirs])
+        return _load_dir(dirs[0], progress, **kwargs)
+    return Ensemble([_load_dir(d, progress, **kwargs) for d in dirs])
 
 
-def _load_dir(path: str | os.PathLike[str], **kwargs: Any) -> Predictor:
+def _load_dir(path: str | os.PathLike[str], progress: bool, **kwargs: Any) -> Predictor:
     manifest = read_manifest(path)
     kind = manifest["kind"]
     if kind == "teacher":
         from .teacher import load_teacher
 
-        return load_teacher(path, **kwargs)
+        return load_teacher(path, progress=progress, **kwargs)
     if kind == "student":
         from .student import Scorer
 

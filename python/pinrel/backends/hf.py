@@ -196,8 +196,13 @@ class HFBackend:
 
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        # transformers draws its own "Loading weights" bar; without progress, none at all.
+        quiet = not self.progress and hf_logging.is_progress_bar_enabled()
         try:
+            if quiet:
+                hf_logging.disable_progress_bar()
             config = AutoConfig.from_pretrained(self.model_dir)
             tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
             model = AutoModelForSequenceClassification.from_pretrained(self.model_dir, dtype=self.dtype)
@@ -210,6 +215,9 @@ class HFBackend:
                     f"model dir {str(self.model_dir)!r}: corrupt safetensors file ({e})"
                 ) from e
             raise
+        finally:
+            if quiet:
+                hf_logging.enable_progress_bar()
         ensure_pad_token(tokenizer, is_decoder_config(config))
         if model.config.pad_token_id is None:
             # The decoder head finds the last real token by looking for the first pad id from the right.
