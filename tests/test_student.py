@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import pinrel
+from pinrel.io import current_umask
 from pinrel.predictor import ModelDirError, load_predictor
 from pinrel.student import (
     Scorer,
@@ -247,6 +248,33 @@ def test_save_is_atomic_and_keeps_other_files(artifact: Path) -> None:
         save_student(artifact, torch.nn.Linear(2, 2), pinrel.FeatureHasher(), pinrel.AssemblySpec())
     with pytest.raises(ValueError, match="n_features"):
         save_student(artifact, _model(), pinrel.FeatureHasher(n_features=64), pinrel.AssemblySpec())
+    # Readable by other users (a replica may run as one): safetensors writes private 0600 files.
+    umask = current_umask()
+    assert {oct(p.stat().st_mode & 0o777) for p in artifact.iterdir() if p.is_file()} == {oct(0o666 & ~umask)}
+
+
+def test_save_refuses_what_it_would_destroy_or_cannot_write(tmp_path: Path) -> None:
+    """The Python API checks as the CLI does: a teacher's folder, the current directory by way of an
+    empty path, or metadata JSON cannot hold is refused before any file is written."""
+    parts = (_model(), pinrel.FeatureHasher(n_features=N_FEATURES), pinrel.AssemblySpec())
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "pinrel.json").write_text('{"kind": "teacher", "grades": 5}')
+    (teacher / "model.safetensors").write_bytes(b"mine")
+    with pytest.raises(ValueError, match="already holds a pinrel teacher"):
+        save_student(teacher, *parts)
+    assert (teacher / "model.safetensors").read_bytes() == b"mine"
+    with pytest.raises(ValueError, match="out_dir: expected a directory path"):
+        save_student("", *parts)
+    for kwargs, message in (
+        ({"metrics": {"acc": object()}}, "cannot be written as JSON"),
+        ({"metrics": {"\ud800": 1.0}}, "cannot be written as JSON"),
+        ({"history": 5}, "history: expected a list"),
+        ({"run": "abc"}, "run: expected a mapping"),
+    ):
+        with pytest.raises((TypeError, ValueError), match=message):
+            save_student(tmp_path / "new", *parts, **kwargs)  # type: ignore[arg-type]
+        assert not (tmp_path / "new").exists()
 
 
 def test_load_refuses_a_hasher_mismatch(artifact: Path) -> None:

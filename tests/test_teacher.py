@@ -19,6 +19,7 @@ import torch
 
 import pinrel
 from pinrel.cli import main as cli_main
+from pinrel.io import current_umask
 from pinrel.killhook import KILL_ENV
 from pinrel.label import teacher_identity
 from pinrel.predictor import ModelDirError, load_predictor
@@ -174,6 +175,9 @@ def test_bert_manifest_and_outputs(bert_run: tuple[Path, dict[str, Any]], data: 
     assert [h["epoch"] for h in manifest["history"]] == [1]
     assert manifest["resumed_from_epoch"] is None
     assert (out / "model" / "model.safetensors").is_file()
+    # Readable by other users (vLLM, labeling actors): safetensors writes private 0600 files.
+    umask = current_umask()
+    assert {oct(p.stat().st_mode & 0o777) for p in (out / "model").iterdir()} == {oct(0o666 & ~umask)}
     assert not (out / "adapter").exists()
     assert not list(out.glob(".export-*")), "the staging folder must not survive the export"
 

@@ -46,7 +46,7 @@ from .io import (
     read_yaml_mapping,
 )
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
-from .predictor import check_model_out
+from .predictor import RUN_DIR, check_model_out
 from .records import is_list_type, list_lengths
 from .student import KIND as STUDENT_KIND
 from .student import MANIFEST, WEIGHTS, Features, StudentConfig, StudentModel, featurize, save_student
@@ -65,7 +65,7 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 RUN_NAME = "distill"  # fixed, so a second run with the same out_dir finds the first one's checkpoints
-STORAGE = "_ray"
+STORAGE = RUN_DIR
 # The optimisation settings a student's weights depend on. `epochs` is not one: raising it trains further.
 TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "temperature", "label_weight", "seed")
 RUN_FILE = "run.json"

@@ -23,6 +23,29 @@ import numpy as np
 _END_BYTES = 1 << 20
 
 
+def current_umask() -> int:
+    """The process's umask, read without setting it: os.umask(0) and back would race other threads'
+    file creation."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def make_shareable(root: Path) -> None:
+    """Give `root` (a file, or a folder and everything in it) the modes a plain write would have.
+
+    Temp files and folders (mkstemp, mkdtemp) and safetensors' writer make private 0600/0700 ones;
+    outputs are read by other users and by Ray workers and replicas that may run as another user."""
+    umask = current_umask()
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for p in paths:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success it replaces `target`, on error it is removed."""
@@ -30,13 +53,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    # mkstemp creates 0600 files; outputs are ordinary files, so give them the usual umask mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        make_shareable(tmp_path)  # after the write: a writer may have replaced the private temp file
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, target)

@@ -39,7 +39,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
-from .io import atomic_write_with, check_output_dir, hash_file_ends, not_empty, read_yaml_mapping
+from .io import (
+    atomic_write_text,
+    atomic_write_with,
+    check_output_dir,
+    hash_file_ends,
+    not_empty,
+    read_yaml_mapping,
+)
 from .labelset import MANIFEST_NAME, shard_files, shard_index, shard_indices, shard_path
 from .labelset import read_manifest as read_labels_manifest
 from .predictor import ModelDirError, mean_probs, model_dirs, read_manifest
@@ -218,31 +225,6 @@ class _PairsReader:
         return self._cached[1]
 
 
-def _umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
-def _shareable(path: Path) -> None:
-    # Atomic temp files are private (0600); labels are read by other users and Ray workers.
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def _write_text(text: str, path: Path) -> None:
-    path.write_text(text, encoding="utf-8")
-    _shareable(path)
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path)
-    _shareable(path)
-
-
 # ------------------------------------------------------------------------------------------ plan
 
 
@@ -390,7 +372,7 @@ def _check_out(out: Path, want: dict[str, Any]) -> None:
             "are unknown; use another --out folder (nothing was overwritten)"
         )
     text = json.dumps(want, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    atomic_write_with(mpath, lambda tmp: _write_text(text, tmp))
+    atomic_write_text(mpath, text)
 
 
 def _pending_shards(out: Path, plan_rows: int, shard_size: int) -> list[int]:
@@ -588,7 +570,7 @@ class ShardLabeler:
         before = self._stats()
         t0 = time.perf_counter()
         table, counts = self.label(self.reader.read(start, stop), start)
-        atomic_write_with(shard_path(self.out, index), lambda tmp: _write_parquet(table, tmp))
+        atomic_write_with(shard_path(self.out, index), lambda tmp: pq.write_table(table, tmp))
         after = self._stats()
         result: dict[str, float] = {
             "shard": index,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,6 +17,8 @@ from .io import atomic_write_text, check_output_dir, json_safe, not_empty, read_
 from .metrics import grades_problem
 
 MANIFEST = "pinrel.json"
+# Where a teacher or student directory keeps the Ray Train run it is exported from.
+RUN_DIR = "_ray"
 
 
 @runtime_checkable
@@ -114,11 +116,20 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def write_manifest(path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
-    """Atomic write: a crash mid-write leaves the previous manifest, never half a file. Strict JSON:
-    an undefined metric (NaN) is written as null, which every JSON reader accepts."""
-    text = json.dumps(json_safe(manifest), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    atomic_write_text(Path(path) / MANIFEST, text)
+def manifest_text(manifest: Mapping[str, Any]) -> str:
+    """pinrel.json's text. Strict JSON: an undefined metric (NaN) is null, which every JSON reader
+    accepts; a value JSON cannot hold is a ValueError here, before anything is written."""
+    try:
+        text = json.dumps(json_safe(manifest), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
+        raise ValueError(f"{MANIFEST}: a value cannot be written as JSON ({e})") from None
+    return text
+
+
+def write_manifest(path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
+    """Atomic write: a crash mid-write leaves the previous manifest, never half a file."""
+    atomic_write_text(Path(path) / MANIFEST, manifest_text(manifest))
 
 
 def model_dirs(value: Any, what: str) -> list[Path]:

@@ -33,8 +33,9 @@ from torch import nn
 from .assembly import ITEM_TEXT_FIELDS, AssemblySpec, assemble
 from .devices import resolve_device
 from .features import MATCH_FEATURE_NAMES, FeatureHasher
+from .io import atomic_write_text, make_shareable
 from .metrics import check_grades
-from .predictor import MANIFEST, ModelDirError, read_manifest, write_manifest
+from .predictor import MANIFEST, RUN_DIR, ModelDirError, check_model_out, manifest_text, read_manifest
 from .records import is_list_type, list_lengths
 
 __all__ = [
@@ -442,10 +443,22 @@ def save_student(
 
     Files are built in a temp dir inside `out_dir` and renamed into place; the old manifest goes
     first and the new one last, so a reader never sees a manifest beside weights of another model.
-    Other files in `out_dir` (e.g. the training run's `_ray/` state) are left alone.
+    Other files in `out_dir` (e.g. the training run's `_ray/` state) are left alone; a directory
+    holding anything but a student or a run is refused.
     """
     from . import __version__
 
+    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir).strip():
+        raise ValueError(f"out_dir: expected a directory path, got {out_dir!r}")
+    for name, value in (("metrics", metrics), ("teacher", teacher), ("run", run)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"{name}: expected a mapping, got {type(value).__name__}")
+    if history is not None and (
+        isinstance(history, (str, bytes))
+        or not isinstance(history, Sequence)
+        or not all(isinstance(h, Mapping) for h in history)
+    ):
+        raise TypeError("history: expected a list of mappings (one per epoch)")
     bare = _check_parts(getattr(model, "module", model), hasher, spec)
     config = bare.config
     manifest = {
@@ -456,7 +469,7 @@ def save_student(
         "assembly_spec": spec.to_dict(),
         "config": config.to_dict(),
         "features": feature_names(config),
-        # write_manifest turns undefined (NaN) metrics into null.
+        # manifest_text turns undefined (NaN) metrics into null.
         "metrics": dict(metrics or {}),
         "teacher": dict(teacher or {}),
         "history": list(history or []),
@@ -464,12 +477,15 @@ def save_student(
     if run is not None:
         # What a distiller rerun compares against once the training run's checkpoints are deleted.
         manifest["run"] = dict(run)
+    text = manifest_text(manifest)  # a value JSON cannot hold fails here, before any file is made
     out = Path(out_dir)
+    check_model_out(out, KIND, RUN_DIR, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".student-", dir=out))
     try:
         save_file(_state_dict(bare), str(tmp / WEIGHTS), metadata={"format": "pt", "pinrel": KIND})
-        write_manifest(tmp, manifest)
+        make_shareable(tmp / WEIGHTS)
+        atomic_write_text(tmp / MANIFEST, text)
         (out / MANIFEST).unlink(missing_ok=True)
         os.replace(tmp / WEIGHTS, out / WEIGHTS)
         os.replace(tmp / MANIFEST, out / MANIFEST)

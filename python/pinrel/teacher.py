@@ -36,10 +36,10 @@ from .assembly import AssemblySpec, assemble_pairs
 from .backends import get_backend
 from .backends.hf import collate, ensure_pad_token, is_decoder_config, tokenize
 from .batching import bucket_batches
-from .io import as_stored_json, read_yaml_mapping
+from .io import as_stored_json, make_shareable, read_yaml_mapping
 from .killhook import kill_at_epoch, maybe_kill
 from .metrics import grades_problem
-from .predictor import ModelDirError, check_model_out, read_manifest, write_manifest
+from .predictor import RUN_DIR, ModelDirError, check_model_out, read_manifest, write_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger(__name__)
 KIND = "teacher"
 RUN_NAME = "teacher"
-RAY_DIR = "_ray"
+RAY_DIR = RUN_DIR
 MODEL_DIR = "model"
 ADAPTER_DIR = "adapter"
 
@@ -1144,6 +1144,9 @@ def export(checkpoint_dir: Path, plan: dict[str, Any], out: Path) -> str:
         model.config.pad_token_id = int(tokenizer.pad_token_id)
         model.save_pretrained(staging / MODEL_DIR)
         tokenizer.save_pretrained(staging / MODEL_DIR)
+        for part in (MODEL_DIR, ADAPTER_DIR):
+            if (staging / part).exists():
+                make_shareable(staging / part)  # vLLM and labeling actors may run as other users
         _replace_dir(staging / MODEL_DIR, out / MODEL_DIR)
         if plan["lora"]:
             _replace_dir(staging / ADAPTER_DIR, out / ADAPTER_DIR)
