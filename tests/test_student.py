@@ -316,6 +316,11 @@ def test_bad_device_is_named(artifact: Path) -> None:
     with pytest.raises(TypeError, match=r"device: expected a str or torch\.device"):
         load_predictor(artifact, device=0)
     # A GPU this machine lacks is named before any weights load, for the student and the HF backend.
+    with pytest.raises(ValueError, match="device: 'meta' holds shapes without data"):
+        Scorer.load(artifact, device="meta")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match=r"device: 'mps' is not usable here \([^\n]*\)$"):
+            Scorer.load(artifact, device="mps")
     missing = f"cuda:{torch.cuda.device_count()}"
     with pytest.raises(ValueError, match=rf"device: '{missing}'.*(no CUDA GPU|GPU\(s\) are visible)"):
         Scorer.load(artifact, device=missing)
@@ -328,6 +333,18 @@ def test_load_refuses_a_deeply_nested_manifest(artifact: Path) -> None:
 
 
 def test_load_refuses_missing_or_torn_weights(artifact: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    good = load_file(str(artifact / "model.safetensors"))
+    for name, value, message in (
+        ("mlp.0.weight", float("nan"), r"mlp\.0\.weight holds NaN or infinite values"),
+        ("match_std", 0.0, "match_std must be > 0"),
+    ):
+        bad = dict(good)
+        bad[name] = torch.full_like(good[name], value)
+        save_file(bad, str(artifact / "model.safetensors"))
+        with pytest.raises(ModelDirError, match=message):
+            Scorer.load(artifact)
     (artifact / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ModelDirError, match="cannot read"):
         Scorer.load(artifact)

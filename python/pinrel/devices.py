@@ -32,4 +32,12 @@ def resolve_device(device: Any) -> torch.device:
             raise ValueError(f"device: {str(device)!r} asks for a GPU, but no CUDA GPU is visible")
         if dev.index is not None and dev.index >= visible:
             raise ValueError(f"device: {str(device)!r}, but only {visible} CUDA GPU(s) are visible")
+    elif dev.type == "meta":
+        raise ValueError("device: 'meta' holds shapes without data; a model cannot score there")
+    elif dev.type != "cpu":
+        try:  # mps, xpu, ...: whether this torch build and machine have one
+            torch.empty(1, device=dev)
+        except (RuntimeError, AssertionError, NotImplementedError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"device: {str(device)!r} is not usable here ({first})") from None
     return dev

@@ -560,6 +560,12 @@ def load_student(
     # have must not get to allocate them.
     with torch.device("meta"):
         _check_weights(weights, StudentModel(config), hasher, d / WEIGHTS)
+    # A damaged or badly trained file would score every item NaN, with no error anywhere.
+    for name, t in weights.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelDirError(f"{d / WEIGHTS}: {name} holds NaN or infinite values")
+    if not bool((weights["match_std"] > 0).all()):
+        raise ModelDirError(f"{d / WEIGHTS}: match_std must be > 0 (it divides the match features)")
     model = StudentModel(config)
     model.load_state_dict(weights, strict=True)
     model.to(resolve_device(device))
