@@ -95,6 +95,13 @@ def test_config_validates_and_round_trips() -> None:
         StudentConfig(grades=5, dropout=1.0)
     with pytest.raises(ValueError, match="extra_column"):
         StudentConfig(grades=5, extra_column="emb")  # a column without its size
+    # Sizes a typo makes huge are refused here, not by torch's allocator after the fact.
+    with pytest.raises(ValueError, match="n_features: expected an integer from 1 to 2147483647"):
+        StudentConfig(grades=5, n_features=2**40)
+    with pytest.raises(ValueError, match=r"hidden\[0\]: expected an integer from 1 to 65536"):
+        StudentConfig(grades=5, hidden=[2**40])
+    with pytest.raises(ValueError, match="parameters .* GiB in fp32"):
+        StudentConfig(grades=5, n_features=2**31 - 1, embed_dim=64)
     assert "match:bm25" in feature_names(cfg)
 
 

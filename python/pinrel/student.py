@@ -13,6 +13,7 @@ Ray, because serving replicas and notebooks load it on their own.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -63,9 +64,15 @@ _CHUNK_PAIRS = 65536
 # ------------------------------------------------------------------------------------------- config
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+# The hasher's limit (its indices are int32), and bounds that keep a typo from allocating terabytes.
+MAX_FEATURES = 2**31 - 1
+MAX_WIDTH = 65_536
+MAX_PARAMETERS = 2**32
+
+
+def _positive_int(value: Any, name: str, high: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= high:
+        raise ValueError(f"{name}: expected an integer from 1 to {high}, got {value!r}")
     return int(value)
 
 
@@ -83,7 +90,7 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         check_grades(self.grades)
-        _positive_int(self.n_features, "n_features")
+        _positive_int(self.n_features, "n_features", MAX_FEATURES)
         _positive_int(self.embed_dim, "embed_dim")
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (list, tuple)):
             raise ValueError(f"hidden: expected a list of layer sizes, got {self.hidden!r}")
@@ -99,12 +106,19 @@ class StudentConfig:
         ):
             raise ValueError(f"extra_column: expected a column name or None, got {self.extra_column!r}")
         extra = self.extra_dim
-        if isinstance(extra, bool) or not isinstance(extra, (int, np.integer)) or extra < 0:
-            raise ValueError(f"extra_dim: expected an integer >= 0, got {extra!r}")
+        if isinstance(extra, bool) or not isinstance(extra, (int, np.integer)) or not 0 <= extra <= MAX_WIDTH:
+            raise ValueError(f"extra_dim: expected an integer from 0 to {MAX_WIDTH}, got {extra!r}")
         if (self.extra_column is None) != (extra == 0):
             raise ValueError(
                 f"extra_column={self.extra_column!r} and extra_dim={extra} disagree: "
                 "a precomputed vector column needs its size, and a size needs a column"
+            )
+        widths = [self.input_dim, *self.hidden, self.grades]
+        params = 2 * self.n_features * self.embed_dim + sum(a * b + b for a, b in itertools.pairwise(widths))
+        if params > MAX_PARAMETERS:
+            raise ValueError(
+                f"the student would have {params:,} parameters ({params * 4 / 2**30:,.0f} GiB in fp32), "
+                f"more than {MAX_PARAMETERS:,}: lower n_features, embed_dim or hidden"
             )
 
     def to_dict(self) -> dict[str, Any]:
