@@ -100,7 +100,7 @@ def test_config_validates_and_round_trips() -> None:
         StudentConfig(grades=5, n_features=2**40)
     with pytest.raises(ValueError, match=r"hidden\[0\]: expected an integer from 1 to 65536"):
         StudentConfig(grades=5, hidden=[2**40])
-    with pytest.raises(ValueError, match="parameters .* GiB in fp32"):
+    with pytest.raises(ValueError, match=r"parameters .* GiB in fp32"):
         StudentConfig(grades=5, n_features=2**31 - 1, embed_dim=64)
     assert "match:bm25" in feature_names(cfg)
 
