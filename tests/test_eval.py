@@ -267,6 +267,16 @@ def test_errors_are_clear(synthetic: pa.Table, tmp_path: Path) -> None:
         evaluate(Bm25Predictor(), unlabeled, tmp_path, baselines=(), progress=False)
     with pytest.raises(ValueError, match="unknown name 'tfidf'"):
         evaluate(Bm25Predictor(), synthetic, tmp_path, baselines=("tfidf",), progress=False)
+    with pytest.raises(TypeError, match="baselines: expected a list of names, got 'bm25'"):
+        evaluate(Bm25Predictor(), synthetic, tmp_path, baselines="bm25", progress=False)  # type: ignore[arg-type]
+    for kwargs, message in (
+        ({"batch_size": float("nan")}, "batch_size: expected an integer >= 1, got nan"),
+        ({"batch_size": 1.5}, "batch_size: expected an integer >= 1, got 1.5"),
+        ({"n_folds": 1}, "n_folds: expected an integer >= 2, got 1"),
+        ({"seed": -1}, "seed: expected an integer >= 0, got -1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            evaluate(Bm25Predictor(), synthetic, tmp_path, progress=False, **kwargs)  # type: ignore[arg-type]
 
     class Broken(Bm25Predictor):
         def predict_proba(self, records: Any) -> np.ndarray:

@@ -302,8 +302,9 @@ def test_load_refuses_unknown_hasher_keys(artifact: Path) -> None:
         (lambda m: m.update(kind="teacher-ish"), "unknown kind"),
         (lambda m: m["config"].update(embed_dim=16), "shape"),
         # Checked before the model is built: 2^40 used to fail in torch's allocator, or be OOM-killed.
-        (lambda m: m["config"].update(embed_dim=2**40), "shape"),
-        (lambda m: m["config"].update(hidden=[2**40]), "shape"),
+        (lambda m: m["config"].update(embed_dim=2**40), "embed_dim: expected an integer from 1 to 65536"),
+        (lambda m: m["config"].update(hidden=[2**40]), r"hidden\[0\]: expected an integer from 1 to 65536"),
+        (lambda m: m["config"].update(embed_dim=4096), "shape"),
         (lambda m: m["config"].update(depth=3), "unknown key"),
         (lambda m: m.update(grades=4), "grades"),
         (lambda m: m.update(grades=10**20), r"'grades': expected an integer >= 2 \(at most 1000\)"),

@@ -331,6 +331,8 @@ def make_baseline(name: str, grades: int, **kwargs: Any) -> Bm25Baseline | Hashe
 
 def baseline_names(names: Sequence[str]) -> tuple[str, ...]:
     """Validated, de-duplicated baseline names in the given order."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+        raise TypeError(f"baselines: expected a list of names, got {names!r}")
     out: list[str] = []
     for name in names:
         if name not in BASELINES:

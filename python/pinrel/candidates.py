@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from . import _native
 from .assembly import ITEM_FIELDS, ITEM_TEXT_FIELDS, AssemblySpec, assemble
+from .checks import check_int
 from .io import atomic_path
 from .records import RecordsError, make_records, query_key, read_table, text_id
 
@@ -378,12 +379,6 @@ def _chunk_top_k(
     return best_ids, best_sc
 
 
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def bm25_top_k(
     queries: Sequence[str],
     catalog: str | os.PathLike[str] | pa.Table,
@@ -404,10 +399,10 @@ def bm25_top_k(
     """
     if isinstance(queries, str) or not isinstance(queries, Sequence):
         raise TypeError(f"queries: expected a sequence of strings, got {type(queries).__name__}")
-    k = _check_positive_int(k, "k")
-    chunk_rows = _check_positive_int(chunk_rows, "chunk_rows")
-    oversample = _check_positive_int(oversample, "oversample")
-    max_oversample = max(_check_positive_int(max_oversample, "max_oversample"), oversample)
+    k = check_int(k, "k")
+    chunk_rows = check_int(chunk_rows, "chunk_rows")
+    oversample = check_int(oversample, "oversample")
+    max_oversample = max(check_int(max_oversample, "max_oversample"), oversample)
     stats = stats if stats is not None else CandidateStats()
     cat = catalog if isinstance(catalog, _Catalog) else _Catalog(catalog)
     queries = list(queries)
@@ -474,8 +469,8 @@ def random_negatives(positives: np.ndarray, n_items: int, m: int, seed: int) -> 
     """
     if positives.ndim != 2:
         raise ValueError(f"positives: expected a 2-d array [n_queries, k], got shape {positives.shape}")
-    n_items = _check_positive_int(n_items, "n_items", minimum=0)
-    m = _check_positive_int(m, "negatives", minimum=0)
+    n_items = check_int(n_items, "n_items", 0)
+    m = check_int(m, "negatives", 0)
     out = np.full((positives.shape[0], m), -1, dtype=np.int64)
     if m == 0 or n_items == 0:
         return out
@@ -567,7 +562,7 @@ def build_candidates(
     qtable = read_queries(queries)
     qtable, stats.excluded_queries = _without_excluded(qtable, exclude)
     cat = _Catalog(catalog)
-    negatives = _check_positive_int(negatives, "negatives", minimum=0)
+    negatives = check_int(negatives, "negatives", 0)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
     stats.queries, stats.catalog_rows = qtable.num_rows, cat.num_rows

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from . import checkpoints, labelset
 from .assembly import ITEM_FIELDS, ITEM_TEXT_FIELDS, AssemblySpec
+from .checks import check_int, check_number
 from .features import FeatureHasher
 from .io import (
     as_stored_json,
@@ -87,22 +88,6 @@ _EVAL_CHUNK = 8192
 # ------------------------------------------------------------------------------------------- config
 
 
-def _check_number(value: Any, name: str, lo: float, hi: float = math.inf, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name}: expected a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < lo or (lo_open and v == lo) or v > hi:
-        bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-        raise ValueError(f"{name}: expected a number in {bound}, got {value!r}")
-    return v
-
-
-def _check_int(value: Any, name: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class DistillConfig:
     """Everything a distillation run needs besides its data; `train/distill.yaml` mirrors it."""
@@ -137,21 +122,21 @@ class DistillConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v):
                 raise ValueError(f"{name}: expected a non-empty string or null, got {v!r}")
-        _check_int(self.workers, "workers", 1)
+        check_int(self.workers, "workers", 1)
         for name in ("gpu", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.cpus_per_worker is not None:
-            _check_number(self.cpus_per_worker, "cpus_per_worker", 0.0, lo_open=True)
-        _check_int(self.epochs, "epochs", 1)
-        _check_int(self.batch_size, "batch_size", 1)
-        _check_number(self.lr, "lr", 0.0, lo_open=True)
-        _check_number(self.weight_decay, "weight_decay", 0.0)
-        _check_number(self.temperature, "temperature", 0.0, lo_open=True)
-        _check_number(self.label_weight, "label_weight", 0.0)
-        _check_int(self.seed, "seed", 0)
-        _check_int(self.max_failures, "max_failures", 0)
-        _check_int(self.checkpoints_to_keep, "checkpoints_to_keep", 1)
+            check_number(self.cpus_per_worker, "cpus_per_worker", 0.0, lo_open=True)
+        check_int(self.epochs, "epochs", 1)
+        check_int(self.batch_size, "batch_size", 1)
+        check_number(self.lr, "lr", 0.0, lo_open=True)
+        check_number(self.weight_decay, "weight_decay", 0.0)
+        check_number(self.temperature, "temperature", 0.0, lo_open=True)
+        check_number(self.label_weight, "label_weight", 0.0)
+        check_int(self.seed, "seed", 0)
+        check_int(self.max_failures, "max_failures", 0)
+        check_int(self.checkpoints_to_keep, "checkpoints_to_keep", 1)
         self._check_dev()
         self._check_sections()
 
@@ -161,7 +146,7 @@ class DistillConfig:
             if isinstance(dev, str) and not dev:
                 raise ValueError("dev: expected a fraction, a path or null, got ''")
             return
-        _check_number(dev, "dev", 0.0, 1.0, lo_open=True)
+        check_number(dev, "dev", 0.0, 1.0, lo_open=True)
         if float(dev) >= 1.0:
             raise ValueError(f"dev: a held-out fraction must be below 1, got {dev!r}")
 
@@ -445,8 +430,8 @@ def distill_loss(
         raise ValueError(f"labels: expected shape ({logits.shape[0]},), got {tuple(labels.shape)}")
     if weights is not None and weights.shape != labels.shape:
         raise ValueError(f"weights: expected shape ({logits.shape[0]},), got {tuple(weights.shape)}")
-    t = _check_number(temperature, "temperature", 0.0, lo_open=True)
-    w = _check_number(label_weight, "label_weight", 0.0)
+    t = check_number(temperature, "temperature", 0.0, lo_open=True)
+    w = check_number(label_weight, "label_weight", 0.0)
     log_q = F.log_softmax(logits / t, dim=1)
     # Soft labels are probabilities, so the teacher's tempered distribution is softmax(log p / T).
     log_p = F.log_softmax(torch.log(teacher_probs.clamp_min(1e-8)) / t, dim=1)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from . import metrics
 from .baselines import BASELINES, baseline_names, make_baseline, query_keys, record_weights
+from .checks import check_int
 from .io import atomic_write_text, atomic_write_with, check_output_dir, json_safe, not_empty, read_json_object
 from .predictor import MANIFEST, Predictor, load_predictor, read_manifest
 from .records import SCHEMA, make_records, num_grades, read_records
@@ -504,11 +505,12 @@ def evaluate(
     on `data` itself, so no query is ever scored by a baseline that saw it.
     """
     names = baseline_names(baselines)
+    batch_size = check_int(batch_size, "batch_size")
+    n_folds = check_int(n_folds, "n_folds", 2)
+    seed = check_int(seed, "seed", 0)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress: expected True or False, got {progress!r}")
     _check_report_dir(Path(report_dir))
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    if n_folds < 2:
-        raise ValueError(f"n_folds: expected at least 2, got {n_folds}")
     resolved, description, model_grades = _resolve_model(model)
     known, k_from = _resolve_grades(
         [

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
+from .checks import check_int
 from .io import (
     atomic_write_text,
     atomic_write_with,
@@ -249,12 +250,6 @@ class _Plan:
         return index * self.shard_size, min((index + 1) * self.shard_size, self.rows)
 
 
-def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_backend(name: Any) -> None:
     from .backends import BACKENDS
 
@@ -282,7 +277,7 @@ def _teacher_settings(
                 f"teacher: {teachers[0]} and {t} assemble pair text differently (assembly_spec); "
                 "the teachers of an ensemble must read the same text"
             )
-    if grades is not None and _check_int(grades, "grades", 2) != k:
+    if grades is not None and check_int(grades, "grades", 2) != k:
         raise LabelError(f"--grades {grades} was asked for, but the teacher in {teachers[0]} grades 1..{k}")
     return first, k, [m.get("max_length") for m in manifests]
 
@@ -427,7 +422,7 @@ def _plan(
     shard_size: int,
     grades: int | None,
 ) -> _Plan:
-    shard_size = _check_int(shard_size, "shard_size")
+    shard_size = check_int(shard_size, "shard_size")
     tdirs, pdir, odir = model_dirs(teacher, "teacher"), Path(pairs), Path(out)
     tmanifest, k, max_lengths = _teacher_settings(tdirs, grades)
     if not pdir.is_file():
@@ -710,7 +705,7 @@ def label_pairs(
     hf), 'hf' or 'vllm'; `max_tokens` is the per-batch token budget; `grades` (optional) must equal
     the teacher's K. `backend_kwargs` go to the backend constructor (e.g. device, dtype).
     """
-    max_tokens = _check_int(max_tokens, "max_tokens")
+    max_tokens = check_int(max_tokens, "max_tokens")
     _check_backend(backend)
     t0 = time.perf_counter()
     with _claimed(_plan(pairs, teacher, out, shard_size, grades)) as plan:
@@ -787,8 +782,8 @@ def label_pairs_ray(
     Writes the same shards as `label_pairs`. The pairs file and `out` must be on storage every Ray
     node sees. Connects to `address` (or the running/`RAY_ADDRESS` cluster, else starts a local one).
     """
-    actors = _check_int(actors, "actors")
-    max_tokens = _check_int(max_tokens, "max_tokens")
+    actors = check_int(actors, "actors")
+    max_tokens = check_int(max_tokens, "max_tokens")
     _check_backend(backend)
     for name, value in (("gpus_per_actor", gpus_per_actor), ("cpus_per_actor", cpus_per_actor)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:

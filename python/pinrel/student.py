@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .assembly import ITEM_TEXT_FIELDS, AssemblySpec, assemble
+from .checks import check_int
 from .devices import resolve_device
 from .features import MATCH_FEATURE_NAMES, FeatureHasher
 from .io import atomic_write_text, make_shareable
@@ -70,12 +71,6 @@ MAX_WIDTH = 65_536
 MAX_PARAMETERS = 2**32
 
 
-def _positive_int(value: Any, name: str, high: int = MAX_WIDTH) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= high:
-        raise ValueError(f"{name}: expected an integer from 1 to {high}, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class StudentConfig:
     """Sizes of a student; `n_features` must equal the hasher's (the embedding tables' rows)."""
@@ -90,12 +85,14 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         check_grades(self.grades)
-        _positive_int(self.n_features, "n_features", MAX_FEATURES)
-        _positive_int(self.embed_dim, "embed_dim")
+        check_int(self.n_features, "n_features", 1, MAX_FEATURES)
+        check_int(self.embed_dim, "embed_dim", 1, MAX_WIDTH)
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (list, tuple)):
             raise ValueError(f"hidden: expected a list of layer sizes, got {self.hidden!r}")
         object.__setattr__(
-            self, "hidden", tuple(_positive_int(h, f"hidden[{i}]") for i, h in enumerate(self.hidden))
+            self,
+            "hidden",
+            tuple(check_int(h, f"hidden[{i}]", 1, MAX_WIDTH) for i, h in enumerate(self.hidden)),
         )
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
@@ -105,9 +102,7 @@ class StudentConfig:
             not isinstance(self.extra_column, str) or not self.extra_column
         ):
             raise ValueError(f"extra_column: expected a column name or None, got {self.extra_column!r}")
-        extra = self.extra_dim
-        if isinstance(extra, bool) or not isinstance(extra, (int, np.integer)) or not 0 <= extra <= MAX_WIDTH:
-            raise ValueError(f"extra_dim: expected an integer from 0 to {MAX_WIDTH}, got {extra!r}")
+        extra = check_int(self.extra_dim, "extra_dim", 0, MAX_WIDTH)
         if (self.extra_column is None) != (extra == 0):
             raise ValueError(
                 f"extra_column={self.extra_column!r} and extra_dim={extra} disagree: "
