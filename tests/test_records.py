@@ -403,6 +403,21 @@ def test_text_id_and_query_key() -> None:
     assert text_id("Red Mug") == text_id("red  mug")
     assert text_id("red mug") != text_id("blue mug")
     assert text_id("x", prefix="item-").startswith("item-")
+    # Not text: named, instead of unicodedata's "normalize() argument 2 must be str".
+    for bad in (None, 7):
+        with pytest.raises(TypeError, match="query: expected text, got"):
+            query_key(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="query: expected text, got int 1"):
+        split_by_query(pa.table({"query": [1, 2]}), (0.5, 0.5))
+
+
+def test_bad_bins_and_values_are_named() -> None:
+    with pytest.raises(RecordsError, match=r"values to bin must be numbers, got \['a'\]"):
+        bin_labels(["a"], [0, 1, 2])
+    with pytest.raises(RecordsError, match="grades must be >= 2"):
+        parse_label_bins("0:5", grades=0)
+    with pytest.raises(TypeError, match="label_bins: expected edges, a \\(lo, hi\\) pair or text, got 5"):
+        make_records([{"query": "q", "title": "t", "label": 1.0}], label_bins=5)  # type: ignore[arg-type]
 
 
 def test_detect_format() -> None:

@@ -139,6 +139,8 @@ def query_key(text: str) -> str:
     "Red Mug" and "red  mug" are the same information need; letting them land in different splits would
     leak the test set into training.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"query: expected text, got {type(text).__name__} {text!r}")
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
@@ -264,6 +266,8 @@ def parse_label_bins(spec: str, grades: int | None = None) -> list[float]:
     if not isinstance(spec, str):
         raise TypeError(f"label bins: expected text such as '0:5' or '0,1,2,3,4,5', got {spec!r}")
     text = spec.strip()
+    if grades is not None:
+        _check_grades(grades)
     try:
         if ":" in text:
             lo, hi = (float(x) for x in text.split(":"))
@@ -299,7 +303,10 @@ def bin_labels(values: Sequence[float] | np.ndarray | pa.Array, edges: Sequence[
     e = _check_edges(edges)
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         values = values.to_pylist()
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    try:
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise RecordsError(f"values to bin must be numbers, got {values!r:.80}") from None
     if np.isnan(v).any():
         i = int(np.argmax(np.isnan(v)))
         raise RecordsError(f"cannot bin a missing or NaN value (index {i})")
@@ -314,7 +321,10 @@ def _resolve_bins(label_bins: Sequence[float] | str | None, grades: int | None) 
         return None
     if isinstance(label_bins, str):
         return np.asarray(parse_label_bins(label_bins, grades))
-    values = list(label_bins)
+    try:
+        values = list(label_bins)
+    except TypeError:
+        raise TypeError(f"label_bins: expected edges, a (lo, hi) pair or text, got {label_bins!r}") from None
     if len(values) == 2:
         # Two numbers cannot be edges (that would be one grade), so they are a range to cut equally.
         return np.asarray(
