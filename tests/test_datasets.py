@@ -112,6 +112,18 @@ def test_crowdflower_errors(tmp_path: Path) -> None:
     path = _write_crowdflower(tmp_path / "cf", [["1", "q", "t", "", "4", "0"], ["2", "q", "t", "", "5", "0"]])
     with pytest.raises(RecordsError, match=r"fold1.csv: line 3: label 5 is outside 1..4"):
         load_crowdflower(path)
+    # "12" was read as folds 1 and 2, [True] and [1.7] as fold 1, [1, 1] as fold 1 twice.
+    for folds, kind, message in (
+        ("12", TypeError, "folds: expected a list of fold numbers, got '12'"),
+        ([True], ValueError, r"folds\[0\]: expected an integer >= 0, got True"),
+        ([1.7], ValueError, r"folds\[0\]: expected an integer >= 0, got 1.7"),
+        ([1, 1], ValueError, r"folds: expected distinct fold numbers, at least one, got \[1, 1\]"),
+        ([], ValueError, "at least one"),
+    ):
+        with pytest.raises(kind, match=message):
+            load_crowdflower(path.parent, folds=folds)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"folds: pick folds from a folder of foldN\.csv files"):
+        load_crowdflower(path, folds=[1])
     with pytest.raises(FileNotFoundError):
         load_crowdflower(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
@@ -163,6 +175,10 @@ def test_stsb_synthetic_and_errors(tmp_path: Path) -> None:
         load_stsb(folder, languages=["fr"])
     with pytest.raises(RecordsError, match=r"unknown STSb split"):
         load_stsb(folder, split="validation")
+    with pytest.raises(RecordsError, match=r"language: \['xx', 'xx'\] names one twice"):
+        load_stsb(folder, languages=["xx", "xx"])
+    with pytest.raises(TypeError, match="split: expected a name or a list of names, got None"):
+        load_stsb(folder, split=None)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match=r"stsb-xx-dev.csv"):
         load_stsb(folder, split="dev")
     (folder / "stsb-yy-train.csv").write_text("a,b,5.5\n", encoding="utf-8")

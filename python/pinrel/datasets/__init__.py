@@ -42,6 +42,8 @@ DATASETS: dict[str, Callable[..., pa.Table]] = {
 
 def load_dataset(name: str, path: str | os.PathLike[str], **options: Any) -> pa.Table:
     """Load a dataset by its name in `DATASETS` (the CLI's `--dataset NAME`)."""
+    if not isinstance(name, str):
+        raise TypeError(f"dataset: expected a name such as 'crowdflower', got {name!r}")
     loader = DATASETS.get(name.lower())
     if loader is None:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")

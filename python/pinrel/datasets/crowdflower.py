@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ..checks import check_int
 from ..records import RecordsError, RecordsFileNotFoundError, make_records, read_delimited, text_id
 
 __all__ = ["CROWDFLOWER_GRADES", "load_crowdflower"]
@@ -24,13 +25,23 @@ _REQUIRED = ("id", "query", "product_title")
 _FOLD = re.compile(r"fold(\d+)\.csv$", re.IGNORECASE)
 
 
-def _fold_files(folder: Path, folds: Iterable[int] | None) -> list[Path]:
+def _check_folds(folds: Iterable[int] | None) -> list[int] | None:
+    if folds is None:
+        return None
+    if isinstance(folds, (str, bytes)) or not isinstance(folds, Iterable):
+        raise TypeError(f"folds: expected a list of fold numbers, got {folds!r}")
+    wanted = [check_int(f, f"folds[{i}]", 0) for i, f in enumerate(folds)]
+    if not wanted or len(set(wanted)) != len(wanted):
+        raise ValueError(f"folds: expected distinct fold numbers, at least one, got {wanted}")
+    return wanted
+
+
+def _fold_files(folder: Path, wanted: list[int] | None) -> list[Path]:
     found = {int(m.group(1)): p for p in folder.iterdir() if (m := _FOLD.search(p.name)) and p.is_file()}
     if not found:
         raise RecordsError(f"{folder}: no foldN.csv files (expected the CrowdFlower folds)")
-    if folds is None:
+    if wanted is None:
         return [found[k] for k in sorted(found)]
-    wanted = [int(f) for f in folds]
     missing = [f for f in wanted if f not in found]
     if missing:
         raise RecordsError(f"{folder}: no fold(s) {missing}; available: {sorted(found)}")
@@ -52,10 +63,13 @@ def load_crowdflower(
     spread (standard deviation) of the raters' grades, 0 when they agree, 0.47 for grades 4, 4, 3 and
     about 1.5 at most, so a pair the raters disagreed on counts for as little as 0.4 of one they agreed on.
     """
+    wanted = _check_folds(folds)
     p = Path(path)
     if not p.exists():
         raise RecordsFileNotFoundError(f"CrowdFlower data not found: {p}")
-    files = _fold_files(p, folds) if p.is_dir() else [p]
+    if wanted is not None and not p.is_dir():
+        raise ValueError(f"folds: pick folds from a folder of foldN.csv files; {p} is one file")
+    files = _fold_files(p, wanted) if p.is_dir() else [p]
     # One table per file so that a bad value is reported with its own file and line.
     return pa.concat_tables([_load_file(f, variance_weights) for f in files])
 

@@ -39,9 +39,13 @@ def available_languages(path: str | os.PathLike[str]) -> list[str]:
 
 
 def _as_list(value: str | Sequence[str], what: str) -> list[str]:
+    if not isinstance(value, (str, Sequence)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what}: expected a name or a list of names, got {value!r}")
     items = [value] if isinstance(value, str) else list(value)
     if not items:
         raise RecordsError(f"no {what} selected")
+    if len(set(items)) != len(items):
+        raise RecordsError(f"{what}: {items} names one twice; its pairs would be loaded twice")
     return items
 
 
