@@ -203,12 +203,20 @@ def test_ensure_reuses_or_regenerates(tmp_path: Path) -> None:
 
 
 def test_size_checks(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="n_queries must be >= 3"):
+    with pytest.raises(ValueError, match="n_queries: expected an integer from 3 to"):
         sample.generate(tmp_path, n_queries=2)
-    with pytest.raises(ValueError, match="n_labeled must be >= 30"):
+    with pytest.raises(ValueError, match="n_labeled: expected an integer from 30 to"):
         sample.generate(tmp_path, n_queries=30, n_labeled=10)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="n_items: expected an integer"):
         sample.generate(tmp_path, n_items=1.5)  # type: ignore[arg-type]
+    # Sizes that ran for hours, or promised pairs that cannot exist, are refused before any work.
+    with pytest.raises(ValueError, match="n_items: expected an integer from 1 to 1000000, got 1000000000000"):
+        sample.generate(tmp_path, n_items=10**12)
+    with pytest.raises(
+        ValueError, match="3 queries x 5 items make at most 15 distinct pairs, fewer than 1000"
+    ):
+        sample.generate(tmp_path, n_items=5, n_queries=3, n_labeled=1000, n_unlabeled=0)
+    assert not any(tmp_path.iterdir())
 
 
 def test_vocabulary_complete() -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..checks import check_int
 from ..io import atomic_write_text, atomic_write_with, check_output_dir, not_empty, read_json_object
 from ..records import make_records, query_key, split_by_query, write_records
 
@@ -575,17 +576,22 @@ def _pair_records(
 # ------------------------------------------------------------------------------------------- generate
 
 
+# Bounds that keep a typo from running for hours: a sample is for demos, tests and smoke runs.
+MAX_ITEMS = MAX_QUERIES = 1_000_000
+MAX_PAIRS = 10_000_000
+
+
 def _check_sizes(n_items: int, n_queries: int, n_labeled: int, n_unlabeled: int) -> None:
-    for name, value, low in (
-        ("n_items", n_items, 1),
-        ("n_queries", n_queries, len(SPLIT_FRACTIONS)),
-        ("n_labeled", n_labeled, n_queries),
-        ("n_unlabeled", n_unlabeled, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+    check_int(n_items, "n_items", 1, MAX_ITEMS)
+    check_int(n_queries, "n_queries", len(SPLIT_FRACTIONS), MAX_QUERIES)
+    check_int(n_labeled, "n_labeled", n_queries, MAX_PAIRS)
+    check_int(n_unlabeled, "n_unlabeled", 0, MAX_PAIRS)
+    # Pairs are distinct, so a query has at most one per item.
+    if n_labeled > n_queries * n_items:
+        raise ValueError(
+            f"n_labeled: {n_queries} queries x {n_items} items make at most {n_queries * n_items} distinct "
+            f"pairs, fewer than {n_labeled}"
+        )
 
 
 def _check_out(out: Path) -> None:
