@@ -191,6 +191,8 @@ def test_invalid_labels_and_shapes() -> None:
 def test_calibration_bins() -> None:
     p = np.array([0.05, 0.15, 0.15, 0.95, 1.0])
     o = np.array([0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match="n_bins: expected an integer from 1 to 10000, got 1000000000000"):
+        metrics.calibration_bins(p, o, n_bins=10**12)  # was a 7 TiB allocation
     bins = metrics.calibration_bins(p, o, n_bins=10)
     assert bins.count.sum() == 5 and bins.count[-1] == 2 and bins.count[1] == 2
     assert bins.frequency[1] == 0.5 and bins.confidence[1] == pytest.approx(0.15)

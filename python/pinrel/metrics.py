@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
+from .checks import check_int
+
 __all__ = [
     "CalibrationBins",
     "accuracy",
@@ -349,8 +351,8 @@ def calibration_bins(probabilities: Any, outcomes: Any, n_bins: int = 10) -> Cal
     For the top-label diagram pass the argmax probability and `argmax == label`; for threshold t
     pass P(grade >= t) and `label >= t`.
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins: expected a positive integer, got {n_bins!r}")
+    # A bin per 0.0001 of probability is already finer than any plot; more only allocates.
+    n_bins = check_int(n_bins, "n_bins", 1, 10_000)
     p = _as_finite(probabilities, "probabilities")
     o = _as_finite(outcomes, "outcomes")
     _same_length(probabilities=p, outcomes=o)
