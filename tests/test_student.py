@@ -172,6 +172,15 @@ def test_scorer_rejects_bad_input(scorer: Scorer) -> None:
         scorer.predict_proba(pa.table({"title": ["a"]}))
     with pytest.raises(TypeError, match=r"records\[0\]\['query'\]"):
         scorer.predict_proba([{"title": "a"}])
+    # Errors name the caller's argument, not a list the scorer built from it (`texts[i]`, `items`).
+    with pytest.raises(ValueError, match=r"^query: not valid Unicode"):
+        scorer.score("\ud800", ITEMS)
+    with pytest.raises(ValueError, match=r"^records\[1\]\['query'\]: not valid Unicode"):
+        scorer.predict_proba([{"query": "a", "title": "x"}, {"query": "\ud800", "title": "y"}])
+    with pytest.raises(TypeError, match=r'^item_lists\[1\]\[1\]\["title"\]: expected str'):
+        scorer.score_batch(["a", "b"], [ITEMS, [{"title": "ok"}, {"title": 5}]])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"^records: the table has none of the item fields"):
+        scorer.predict_proba(pa.table({"query": ["a"]}))
 
 
 def test_scorer_is_thread_safe(scorer: Scorer) -> None:

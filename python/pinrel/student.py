@@ -272,13 +272,21 @@ def _match(hasher: FeatureHasher, queries: list[str], texts: list[str]) -> npt.N
     return hasher.transform_pairs(queries, texts)
 
 
+def _check_text(text: Any, name: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{name}: expected str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        # The core would refuse it too, but as `texts[i]` of a list this caller never built.
+        raise ValueError(f"{name}: not valid Unicode ({e.reason} at {e.start})") from None
+    return text
+
+
 def _check_queries(queries: Any, name: str = "queries") -> list[str]:
     if isinstance(queries, (str, bytes)) or not isinstance(queries, (list, tuple)):
         raise TypeError(f"{name}: expected a list of strings, got {type(queries).__name__}")
-    for i, q in enumerate(queries):
-        if not isinstance(q, str):
-            raise TypeError(f"{name}[{i}]: expected str, got {type(q).__name__}")
-    return list(queries)
+    return [_check_text(q, f"{name}[{i}]") for i, q in enumerate(queries)]
 
 
 def _is_arrow(items: Any) -> bool:
@@ -296,12 +304,19 @@ def _num_items(items: Any, name: str) -> int:
     raise TypeError(f"{name}: expected a list of dicts or a pyarrow Table, got {type(items).__name__}")
 
 
-def _assemble(items: Any, spec: AssemblySpec, n: int) -> list[str]:
+def _assemble(items: Any, spec: AssemblySpec, n: int, name: str = "items") -> list[str]:
     if n == 0:
         return []
     if _is_arrow(items) and not any(c in ITEM_TEXT_FIELDS for c in items.column_names):
-        raise ValueError(f"items: the table has none of the item fields {list(ITEM_TEXT_FIELDS)}")
-    return assemble(items if _is_arrow(items) else list(items), spec)
+        raise ValueError(f"{name}: the table has none of the item fields {list(ITEM_TEXT_FIELDS)}")
+    try:
+        return assemble(items if _is_arrow(items) else list(items), spec)
+    except (TypeError, ValueError) as e:
+        # The core names the list it was given, `items[1]["title"]`; the caller knows it by `name`.
+        text = str(e)
+        if name == "items" or not text.startswith("items"):
+            raise
+        raise type(e)(name + text.removeprefix("items")) from None
 
 
 def _vectors_from_arrow(col: pa.Array | pa.ChunkedArray, name: str) -> npt.NDArray[np.float32]:
@@ -398,7 +413,7 @@ def _grouped_features(
     for j, (q, items) in enumerate(zip(queries, item_lists, strict=True)):
         name = names[j]
         n = _num_items(items, name)
-        texts += _assemble(items, spec, n)
+        texts += _assemble(items, spec, n, name)
         pair_queries += [q] * n
         q_rows.append(np.full(n, j, dtype=np.int64))
         if extra is not None:
@@ -668,9 +683,7 @@ class Scorer:
 
     def score(self, query: str, items: Sequence[Mapping[str, Any]] | pa.Table) -> Scores:
         """Score `items` (dicts of item fields or an Arrow table) for one query."""
-        if not isinstance(query, str):
-            raise TypeError(f"query: expected str, got {type(query).__name__}")
-        return self._score_groups([query], [items], ["items"])[0]
+        return self._score_groups([_check_text(query, "query")], [items], ["items"])[0]
 
     def score_batch(self, queries: Sequence[str], item_lists: Sequence[Any]) -> list[Scores]:
         """Score `item_lists[j]` for `queries[j]`, all pairs in one forward; one `Scores` per query."""
@@ -710,6 +723,8 @@ def _record_queries(records: Any) -> tuple[list[str], int]:
     if _is_arrow(records):
         if "query" not in records.column_names:
             raise ValueError(f"records: no 'query' column (columns: {records.column_names})")
+        if not any(c in ITEM_TEXT_FIELDS for c in records.column_names):
+            raise ValueError(f"records: the table has none of the item fields {list(ITEM_TEXT_FIELDS)}")
         col = records.column("query")
         if col.null_count:
             raise ValueError(f"records: row {_first_null(col)} has no query")
@@ -720,8 +735,5 @@ def _record_queries(records: Any) -> tuple[list[str], int]:
     for i, r in enumerate(records):
         if not isinstance(r, Mapping):
             raise TypeError(f"records[{i}]: expected a dict, got {type(r).__name__}")
-        q = r.get("query")
-        if not isinstance(q, str):
-            raise TypeError(f"records[{i}]['query']: expected str, got {type(q).__name__}")
-        queries.append(q)
+        queries.append(_check_text(r.get("query"), f"records[{i}]['query']"))
     return queries, len(queries)
