@@ -295,3 +295,25 @@ def test_score_reads_strided_doc_ids() -> None:
     index = pinrel.Bm25Index(["red mug", "blue cup", "red cup"])
     ids = np.array([0, 9, 1, 9, 2], dtype=np.int64)[::2]  # a view, as bucket_batches also accepts
     np.testing.assert_array_equal(index.score(["red"] * 3, ids), index.score(["red"] * 3, ids.copy()))
+
+
+def test_bm25_arguments_are_named() -> None:
+    """pyo3's own conversions said `type mismatch: from=int32, to=int64` or `must be real number,
+    not str`, naming no argument; int32 ids and lists of ints are now read as ids."""
+    index = pinrel.Bm25Index(["red mug", "blue cup", "red cup"])
+    want = index.score(["red", "cup"], np.array([0, 1], dtype=np.int64))
+    np.testing.assert_array_equal(index.score(["red", "cup"], np.array([0, 1], dtype=np.int32)), want)
+    np.testing.assert_array_equal(index.score(["red", "cup"], [0, 1]), want)
+    for call, kind, message in (
+        (lambda: index.score(["red"], np.array([[0]])), TypeError, "doc_ids: expected a 1-D array"),
+        (lambda: index.score(["red"], [-1]), ValueError, r"doc_ids\[0\]: must be >= 0, got -1"),
+        (lambda: index.score(["red"], [3]), ValueError, r"doc_ids\[0\]: 3 is out of range for 3 documents"),
+        (lambda: pinrel.Bm25Index(["a"], b="x"), TypeError, "b: expected a number, got str"),
+        (lambda: pinrel.Bm25Index(["a"], b=1.5), ValueError, r"b: must be in \[0, 1\], got 1.5"),
+        (lambda: pinrel.Bm25Index(["a"], k1=1e40), ValueError, "k1: must be >= 0 and fit in float32, got 1"),
+        (lambda: pinrel.Bm25Index(["a"], k1=float("nan")), ValueError, "k1: must be finite, got NaN"),
+        (lambda: pinrel.Bm25Index(["a"], lowercase=1), TypeError, "lowercase: expected bool, got int"),
+        (lambda: pinrel.FeatureHasher().feature_index(None, "x"), TypeError, "kind: expected str"),
+    ):
+        with pytest.raises(kind, match=message):
+            call()

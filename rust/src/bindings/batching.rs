@@ -1,55 +1,9 @@
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 
 use super::errors::{to_py, type_error, value_error};
-use super::extract::{non_empty, sequence, type_name, usize_arg};
+use super::extract::{counts_arg, non_empty, sequence, type_name, usize_arg};
 use crate::core::batching;
-
-/// Non-negative integers (lengths, or a batch's indices) from a list of ints or a 1-D numpy array
-/// (integer or float; floats must be whole); errors name `name[i]`.
-fn counts_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<usize>> {
-    if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
-        // as_array rather than as_slice: a strided view (`lengths[::2]`) is valid input, not an error.
-        return arr
-            .as_array()
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                usize::try_from(v).map_err(|_| value_error(&format!("{name}[{i}]"), format!("must be >= 0, got {v}")))
-            })
-            .collect();
-    }
-    if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, f64>>() {
-        return arr
-            .as_array()
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let arg = format!("{name}[{i}]");
-                if !v.is_finite() {
-                    Err(value_error(&arg, format!("must be a finite integer, got {v}")))
-                } else if v < 0.0 || v.fract() != 0.0 {
-                    Err(value_error(&arg, format!("must be a non-negative integer, got {v}")))
-                } else {
-                    Ok(v as usize)
-                }
-            })
-            .collect();
-    }
-    if obj.hasattr("dtype")? && !obj.is_instance_of::<PyList>() {
-        return Err(type_error(
-            name,
-            "a 1-D array of int64 or float64 (or a list of int)",
-            &type_name(obj),
-        ));
-    }
-    sequence(obj, name)?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| usize_arg(v, &format!("{name}[{i}]")))
-        .collect()
-}
 
 #[pyfunction]
 #[pyo3(signature = (lengths, max_tokens, max_batch_size = None))]

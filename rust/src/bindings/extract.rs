@@ -1,8 +1,9 @@
 //! Argument extraction with messages that name the argument and the index of a bad element.
 //! pyo3's generic conversions say only "cannot convert"; users need to know *which* element.
 
+use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyList, PyString, PyTuple};
 
 use super::errors::{type_error, value_error};
 
@@ -114,6 +115,88 @@ pub fn usize_arg(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<usize> {
 pub fn non_empty<T>(v: Vec<T>, arg: &str) -> PyResult<Vec<T>> {
     if v.is_empty() {
         return Err(value_error(arg, "must not be empty"));
+    }
+    Ok(v)
+}
+
+/// Non-negative integers (lengths, or a batch's indices) from a list of ints or a 1-D numpy array
+/// (integer or float; floats must be whole); errors name `name[i]`.
+pub fn counts_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<usize>> {
+    if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
+        // as_array rather than as_slice: a strided view (`lengths[::2]`) is valid input, not an error.
+        return arr
+            .as_array()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                usize::try_from(v).map_err(|_| value_error(&format!("{name}[{i}]"), format!("must be >= 0, got {v}")))
+            })
+            .collect();
+    }
+    if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i32>>() {
+        // numpy's default integer on some platforms, and what `np.array([...], dtype=np.int32)` gives.
+        return arr
+            .as_array()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                usize::try_from(v).map_err(|_| value_error(&format!("{name}[{i}]"), format!("must be >= 0, got {v}")))
+            })
+            .collect();
+    }
+    if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, f64>>() {
+        return arr
+            .as_array()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let arg = format!("{name}[{i}]");
+                if !v.is_finite() {
+                    Err(value_error(&arg, format!("must be a finite integer, got {v}")))
+                } else if v < 0.0 || v.fract() != 0.0 {
+                    Err(value_error(&arg, format!("must be a non-negative integer, got {v}")))
+                } else {
+                    Ok(v as usize)
+                }
+            })
+            .collect();
+    }
+    if obj.hasattr("dtype")? && !obj.is_instance_of::<PyList>() {
+        return Err(type_error(
+            name,
+            "a 1-D array of int32, int64 or float64 (or a list of int)",
+            &type_name(obj),
+        ));
+    }
+    sequence(obj, name)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| usize_arg(v, &format!("{name}[{i}]")))
+        .collect()
+}
+
+/// A Python bool; `None` (the argument left out) is `default`. An int such as 1 is refused:
+/// `lowercase=1` is more likely a slip than a choice, and pyo3's own message names no argument.
+pub fn bool_arg(obj: Option<&Bound<'_, PyAny>>, arg: &str, default: bool) -> PyResult<bool> {
+    match obj {
+        None => Ok(default),
+        Some(o) => o
+            .cast::<PyBool>()
+            .map(|b| b.is_true())
+            .map_err(|_| type_error(arg, "bool", &type_name(o))),
+    }
+}
+
+/// A finite real number (an int or a float, never a bool), as f64.
+pub fn f64_arg(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<f64> {
+    if obj.is_instance_of::<PyBool>() {
+        return Err(type_error(arg, "a number", "bool"));
+    }
+    let v: f64 = obj
+        .extract()
+        .map_err(|_| type_error(arg, "a number", &type_name(obj)))?;
+    if !v.is_finite() {
+        return Err(value_error(arg, format!("must be finite, got {v}")));
     }
     Ok(v)
 }

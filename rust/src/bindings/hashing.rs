@@ -1,11 +1,13 @@
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyMemoryError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use rayon::prelude::*;
 
 use super::errors::{to_py, type_error, value_error};
-use super::extract::{as_str, borrow_strs, non_empty, str_objects, type_name, usize_arg};
+use super::extract::{
+    as_str, bool_arg, borrow_strs, counts_arg, f64_arg, non_empty, str_objects, type_name, usize_arg,
+};
 use super::threads;
 use crate::core::hashing::{self, HasherConfig, Norm};
 use crate::core::matching::{self, Bm25Index, MatchConfig, MATCH_FEATURE_NAMES};
@@ -96,18 +98,20 @@ pub struct PyFeatureHasher {
 #[pymethods]
 impl PyFeatureHasher {
     #[new]
-    #[pyo3(signature = (n_features = None, word_ngrams = NgramArg::Omitted, char_ngrams = NgramArg::Omitted, seed = None, signed = true,
-        norm = "l2", lowercase = true))]
+    #[pyo3(signature = (n_features = None, word_ngrams = NgramArg::Omitted, char_ngrams = NgramArg::Omitted, seed = None, signed = None,
+        norm = "l2", lowercase = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         n_features: Option<&Bound<'_, PyAny>>,
         word_ngrams: NgramArg<'_>,
         char_ngrams: NgramArg<'_>,
         seed: Option<&Bound<'_, PyAny>>,
-        signed: bool,
+        signed: Option<&Bound<'_, PyAny>>,
         norm: Option<&str>,
-        lowercase: bool,
+        lowercase: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let signed = bool_arg(signed, "signed", true)?;
+        let lowercase = bool_arg(lowercase, "lowercase", true)?;
         let d = HasherConfig::default();
         let n_features = match n_features {
             Some(v) => {
@@ -219,8 +223,8 @@ impl PyFeatureHasher {
         feats.into_pyarray(py).reshape([n, MATCH_FEATURE_NAMES.len()])
     }
 
-    fn feature_index(&self, kind: &str, token: &Bound<'_, PyAny>) -> PyResult<(u32, f32)> {
-        let kind = match kind {
+    fn feature_index(&self, kind: &Bound<'_, PyAny>, token: &Bound<'_, PyAny>) -> PyResult<(u32, f32)> {
+        let kind = match as_str(kind, "kind")? {
             "word" => b'w',
             "char" => b'c',
             other => return Err(value_error("kind", format!("expected 'word' or 'char', got {other:?}"))),
@@ -230,9 +234,12 @@ impl PyFeatureHasher {
 }
 
 #[pyfunction]
-#[pyo3(signature = (text, lowercase = true))]
-fn words(text: &Bound<'_, PyAny>, lowercase: bool) -> PyResult<Vec<String>> {
-    Ok(hashing::words(as_str(text, "text")?, lowercase))
+#[pyo3(signature = (text, lowercase = None))]
+fn words(text: &Bound<'_, PyAny>, lowercase: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    Ok(hashing::words(
+        as_str(text, "text")?,
+        bool_arg(lowercase, "lowercase", true)?,
+    ))
 }
 
 /// `(doc_ids, scores)`, both `[n_queries, k]`.
@@ -247,14 +254,24 @@ pub struct PyBm25Index {
 #[pymethods]
 impl PyBm25Index {
     #[new]
-    #[pyo3(signature = (docs, k1 = 1.2, b = 0.75, lowercase = true))]
-    fn new(py: Python<'_>, docs: &Bound<'_, PyAny>, k1: f32, b: f32, lowercase: bool) -> PyResult<Self> {
-        if !(k1.is_finite() && k1 >= 0.0) {
-            return Err(value_error("k1", format!("must be finite and >= 0, got {k1}")));
+    #[pyo3(signature = (docs, k1 = None, b = None, lowercase = None))]
+    fn new(
+        py: Python<'_>,
+        docs: &Bound<'_, PyAny>,
+        k1: Option<&Bound<'_, PyAny>>,
+        b: Option<&Bound<'_, PyAny>>,
+        lowercase: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let k1 = k1.map_or(Ok(1.2), |v| f64_arg(v, "k1"))?;
+        if !(0.0..=f64::from(f32::MAX)).contains(&k1) {
+            return Err(value_error("k1", format!("must be >= 0 and fit in float32, got {k1}")));
         }
+        let b = b.map_or(Ok(0.75), |v| f64_arg(v, "b"))?;
         if !(0.0..=1.0).contains(&b) {
             return Err(value_error("b", format!("must be in [0, 1], got {b}")));
         }
+        let (k1, b) = (k1 as f32, b as f32);
+        let lowercase = bool_arg(lowercase, "lowercase", true)?;
         let objs = non_empty(str_objects(docs, "docs")?, "docs")?;
         let strs = borrow_strs(&objs, "docs")?;
         let index = py.detach(|| threads::install(|| Bm25Index::build(&strs, k1, b, lowercase)));
@@ -270,12 +287,11 @@ impl PyBm25Index {
         &self,
         py: Python<'py>,
         queries: &Bound<'py, PyAny>,
-        doc_ids: PyReadonlyArray1<'py, i64>,
+        doc_ids: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let q_objs = str_objects(queries, "queries")?;
         let qs = borrow_strs(&q_objs, "queries")?;
-        // A strided view (`ids[::2]`) is valid input: read through the view, as bucket_batches does.
-        let ids: Vec<i64> = doc_ids.as_array().iter().copied().collect();
+        let ids = counts_arg(doc_ids, "doc_ids")?;
         if ids.len() != qs.len() {
             return Err(value_error(
                 "doc_ids",
@@ -283,7 +299,7 @@ impl PyBm25Index {
             ));
         }
         let n = self.index.n_docs();
-        if let Some((i, &d)) = ids.iter().enumerate().find(|(_, &d)| d < 0 || d as usize >= n) {
+        if let Some((i, &d)) = ids.iter().enumerate().find(|(_, &d)| d >= n) {
             return Err(value_error(
                 &format!("doc_ids[{i}]"),
                 format!("{d} is out of range for {n} documents"),
@@ -293,7 +309,7 @@ impl PyBm25Index {
             threads::install(|| {
                 qs.par_iter()
                     .zip(ids.par_iter())
-                    .map(|(q, &d)| self.index.score(q, d as usize))
+                    .map(|(q, &d)| self.index.score(q, d))
                     .collect()
             })
         });
