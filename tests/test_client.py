@@ -48,6 +48,8 @@ def foreign_url() -> Iterator[str]:
         ({"backoff_s": "x"}, "backoff_s"),
         ({"retries": 11}, "retries"),
         ({"url": "localhost:8000"}, "url"),
+        ({"url": "http://"}, "url"),
+        ({"url": "http://a b c"}, "url"),
     ],
 )
 def test_bad_arguments_are_refused_up_front(kw: dict[str, object], name: str) -> None:

@@ -28,6 +28,7 @@ BAD: dict[str, tuple[bytes, str]] = {
     "nested too deeply": (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "YAML nested too deeply"),
     "a list": (b"- epochs: 1\n", "expected a mapping at the top level, got list"),
     "a number": (b"3\n", "expected a mapping at the top level, got int"),
+    "a key twice": (b"lr: 1\nepochs: 2\nlr: 3\n", "not valid YAML: duplicate key 'lr' at line 3, column 1$"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
@@ -35,8 +36,16 @@ class Client:
         retries: int = 2,
         backoff_s: float = 0.05,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"url: expected an http(s) URL, got {url!r}")
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or any(c.isspace() for c in url)
+        ):
+            raise ValueError(
+                f"url: expected an http(s) URL with a host, such as http://127.0.0.1:8000, got {url!r}"
+            )
         # Checked here: a bad timeout would fail only once a request is sent (inf overflows the socket's
         # deadline), a bad backoff only once a request has failed.
         _check_seconds("timeout", timeout, 86400, zero_ok=False)  # a zero timeout never succeeds
