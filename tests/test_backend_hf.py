@@ -176,3 +176,16 @@ def test_minilm_embeddings_rank_related_text_higher() -> None:
     emb = backend.embed(["a red ceramic coffee mug", "red coffee cup", "quarterly tax filing deadline"])
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+
+
+def test_both_backends_take_the_same_dtype_names() -> None:
+    """HF refused "half" and "float", which vLLM took; an unknown name reached vLLM unchecked."""
+    from pinrel.backends.hf import resolve_dtype
+    from pinrel.backends.vllm import _resolve_dtype
+
+    for name, want in (("half", torch.float16), ("bf16", torch.bfloat16), ("float", torch.float32)):
+        assert resolve_dtype(name, "cpu") == want
+        assert _resolve_dtype(name, on_cpu=False) == str(want).removeprefix("torch.")
+    for resolve in (lambda d: resolve_dtype(d, "cpu"), lambda d: _resolve_dtype(d, on_cpu=True)):
+        with pytest.raises(ValueError, match="dtype: expected 'auto', one of"):
+            resolve("float8")

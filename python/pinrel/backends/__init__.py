@@ -15,6 +15,26 @@ import numpy as np
 
 BackendName = Literal["auto", "hf", "vllm"]
 BACKENDS: tuple[str, ...] = ("auto", "hf", "vllm")
+# The dtype names both backends take ("auto" aside), by their canonical torch name.
+DTYPE_NAMES: dict[str, str] = {
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+}
+
+
+def dtype_name(dtype: str) -> str:
+    """The canonical name of a dtype given by name; a ValueError names the choices."""
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(
+            f"dtype: expected 'auto', one of {sorted(DTYPE_NAMES)} or a torch.dtype, got {dtype!r}"
+        )
+    return DTYPE_NAMES[dtype]
 
 
 @runtime_checkable

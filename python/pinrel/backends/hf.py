@@ -19,6 +19,7 @@ import numpy as np
 from ..batching import bucket_batches, pad
 from ..devices import resolve_device
 from ..predictor import ModelDirError
+from . import dtype_name
 
 if TYPE_CHECKING:
     import torch
@@ -102,17 +103,9 @@ def resolve_dtype(dtype: Any, device: str) -> torch.dtype:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    named = {
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "float32": torch.float32,
-        "fp32": torch.float32,
-    }
-    if dtype not in named:
-        raise ValueError(f"dtype: expected one of {sorted(named)} or a torch.dtype, got {dtype!r}")
-    return named[dtype]
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype: expected a name or a torch.dtype, got {type(dtype).__name__}")
+    return getattr(torch, dtype_name(dtype))  # type: ignore[no-any-return]
 
 
 @dataclass

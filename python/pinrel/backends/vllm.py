@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..predictor import MANIFEST, ModelDirError, read_manifest
+from . import dtype_name
 from .hf import BackendStats
 
 INSTALL_HINT = (
@@ -33,13 +34,6 @@ TEACHER_KIND = "teacher"
 GPU_MEMORY_UTILIZATION = 0.9
 # On CPU the "GPU memory" fraction sizes the KV cache out of system RAM; 0.9 would starve everything else.
 CPU_MEMORY_UTILIZATION = 0.3
-_DTYPE_ALIASES = {
-    "bf16": "bfloat16",
-    "fp16": "float16",
-    "half": "float16",
-    "fp32": "float32",
-    "float": "float32",
-}
 
 
 def import_vllm() -> Any:
@@ -94,7 +88,7 @@ def _resolve_dtype(dtype: Any, on_cpu: bool) -> Any:
     if dtype is None or dtype == "auto":
         return "float32" if on_cpu else "auto"
     if isinstance(dtype, str):
-        return _DTYPE_ALIASES.get(dtype, dtype)
+        return dtype_name(dtype)
     return dtype  # a torch.dtype; vLLM validates it
 
 

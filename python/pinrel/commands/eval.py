@@ -45,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds when there is no --train")
     p.add_argument("--seed", type=int, default=0, help="seed of the query-grouped fold assignment")
     p.add_argument("--batch-size", type=int, default=1024, help="records per predict_proba call")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument(
+        "--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars"
+    )
     p.set_defaults(func=_run)
 
 

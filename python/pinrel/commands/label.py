@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--cpus-per-actor", type=float, help=f"with --ray: CPUs per actor (default {D['cpus_per_actor']})"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+    p.add_argument(
+        "--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar or summary line"
+    )
     p.set_defaults(func=run)
 
 

@@ -73,7 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="restarts from the last checkpoint after a worker dies (default 1; 0 = fail at once)",
     )
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument(
+        "--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars"
+    )
     t.set_defaults(func=run_train)
     p.set_defaults(func=lambda _args: p.print_help() or 2)
 
