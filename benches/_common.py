@@ -41,11 +41,11 @@ class Result:
 
 
 def shared_data() -> Path | None:
-    env = os.environ.get("PINREL_SHARED_DATA")
-    for candidate in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
-        if (candidate / "crowdflower").is_dir():
-            return candidate
-    return None
+    """The shared data folder (the library's rule), when it holds the CrowdFlower folds."""
+    from pinrel.datasets import shared_data_dir
+
+    root = shared_data_dir()
+    return root if root is not None and (root / "crowdflower").is_dir() else None
 
 
 def load_products() -> tuple[list[dict[str, str]], str]:

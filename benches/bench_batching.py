@@ -21,22 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pinrel
 from _common import Result, load_products, print_results, print_table
+from pinrel.backends.hf import arrival_batches  # the baseline the labeler's bench uses too
 
 CAP = 512
-
-
-def arrival_batches(lengths: np.ndarray, max_tokens: int, max_batch_size: int) -> list[np.ndarray]:
-    batches: list[np.ndarray] = []
-    start, longest = 0, 0
-    for i, n in enumerate(lengths.tolist()):
-        n = max(n, 1)
-        size = i - start
-        if size and (size == max_batch_size or max(longest, n) * (size + 1) > max_tokens):
-            batches.append(np.arange(start, i))
-            start, longest = i, 0
-        longest = max(longest, n)
-    batches.append(np.arange(start, len(lengths)))
-    return batches
 
 
 def run(max_tokens: int = 8192, max_batch_size: int = 64) -> list[Result]:
