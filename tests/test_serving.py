@@ -158,6 +158,9 @@ def test_scores_ranks_and_describes_the_model(base_url: str, students: tuple[Pat
         (json.dumps({"query": "x", "items": ITEMS, "top_k": 0}).encode(), 422, "top_k"),
         (json.dumps({"query": "x", "items": [{"title": "a"}] * 11}).encode(), 413, "items"),
         (json.dumps({"query": "x", "items": [{"title": "a" * 501}]}).encode(), 422, "items.0.title"),
+        (json.dumps({"query": "  ", "items": ITEMS}).encode(), 422, "query"),
+        (json.dumps({"query": "x", "items": [{"id": 1}]}).encode(), 422, "items.0"),
+        (json.dumps({"query": "x", "items": [{"id": True, "title": "a"}]}).encode(), 422, "items.0.id"),
     ],
 )
 def test_bad_requests_get_4xx_naming_the_field(
@@ -244,6 +247,15 @@ def test_hot_swap_under_load_drops_nothing(base_url: str, students: tuple[Path, 
     info = Client(base_url).model()
     assert info["hash"] == fb and "nonexistent" in (info["last_update_error"] or "")
     assert post(base_url, json.dumps({"query": "mug", "items": ITEMS}).encode())[0] == 200
+    # Options the replica cannot take are refused the same way: raising in reconfigure made Serve
+    # stop the replica, and its replacement failed on the same config.
+    deploy(b, max_itmes=5)
+    info = Client(base_url).model()
+    assert info["hash"] == fb and "max_itmes" in (info["last_update_error"] or "")
+    assert post(base_url, json.dumps({"query": "mug", "items": ITEMS}).encode())[0] == 200
+    # Back to a config that works: the refusal no longer shows.
+    deploy(b)
+    assert Client(base_url).model()["last_update_error"] is None
 
 
 def test_killing_one_of_two_replicas_under_load(base_url: str, students: tuple[Path, Path]) -> None:

@@ -14,16 +14,21 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pydantic_core
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, with_config
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, WithJsonSchema, with_config
+from pydantic.functional_validators import PlainValidator
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import TypedDict
+
+from .assembly import ITEM_TEXT_FIELDS
+from .predictor import RUN_DIR
 
 logger = logging.getLogger("ray.serve")
 
@@ -36,12 +41,27 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def _item_id(value: Any) -> Any:
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError("should be a string, an integer or null")
+
+
+# Strict, and one error for the field (a union would report one per member, as `id.str`, `id.int`):
+# an id of true or 1.0 would otherwise come back as 1, not as the client sent it.
+ItemId = Annotated[
+    Any,
+    PlainValidator(_item_id),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}),
+]
+
+
 # Items validate to plain dicts (a TypedDict, not a model): they go to the Rust featurizer as they
 # are, with no per-item model objects to build and dump again on every request.
 @with_config(ConfigDict(extra="forbid"))
 class Item(TypedDict, total=False):
     # Unknown keys are refused, so a misspelt field ("titel") is a 422 naming it, not silently ignored.
-    id: str | int | None
+    id: ItemId
     title: str | None
     description: str | None
     captions: list[str] | None
@@ -55,9 +75,10 @@ class Item(TypedDict, total=False):
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1)
+    # At least one character that is not whitespace: a blank query ranks nothing.
+    query: str = Field(min_length=1, pattern=r"\S")
     items: list[Item] = Field(min_length=1)
-    top_k: int | None = Field(default=None, ge=1)
+    top_k: StrictInt | None = Field(default=None, ge=1)
 
 
 class ScoredItem(BaseModel):
@@ -80,15 +101,42 @@ class LimitError(ValueError):
 
 
 def model_fingerprint(path: str | os.PathLike[str]) -> str:
-    """Content hash of a model directory: what answered a request is always identifiable."""
+    """Content hash of a model directory: what answered a request is always identifiable.
+
+    The training run's checkpoints (`_ray/` inside the directory) are not the model; a `_ray` folder
+    above it is just where the model lives. Each name and file is hashed with its length, so no two
+    directories hash the same stream."""
     digest = hashlib.sha256()
     root = Path(path)
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and "_ray" not in p.parts):
-        digest.update(str(f.relative_to(root)).encode())
+    files = sorted(p for p in root.rglob("*") if p.is_file() and RUN_DIR not in p.relative_to(root).parts)
+    for f in files:
+        name = str(f.relative_to(root)).encode()
+        digest.update(len(name).to_bytes(8, "little") + name + f.stat().st_size.to_bytes(8, "little"))
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+def check_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's options: `config` (user_config, or `pinrel serve`'s flags) over DEFAULTS.
+
+    Over the defaults, not over a replica's current options: Serve hands every replica the whole
+    user_config, so a key left out must mean its default on old and new replicas alike."""
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"user_config: unknown field(s) {unknown}; known: {sorted(DEFAULTS)}")
+    options = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    for key in ("max_items", "max_field_chars", "max_batch_size"):
+        if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < 1:
+            raise ValueError(f"user_config.{key}: must be an integer >= 1, got {options[key]!r}")
+    wait = options["batch_wait_timeout_s"]
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 10:
+        raise ValueError(f"user_config.batch_wait_timeout_s: must be a number in [0, 10], got {wait!r}")
+    path = options["model_path"]
+    if path is not None and (not isinstance(path, str) or not path.strip()):
+        raise ValueError(f"user_config.model_path: expected a directory path, got {path!r}")
+    return options
 
 
 def configure_threads(cpus: float) -> None:
@@ -144,6 +192,13 @@ class LoadedModel:
         self.path = str(path)
         self.device = device
         self.scorer = Scorer.load(path, device=device)
+        extra = self.scorer._extra_spec()
+        if extra is not None:
+            # It would load, pass every health check, and then fail every request.
+            raise ValueError(
+                f"{path}: the student reads a per-item vector ({extra[0]!r}), and the HTTP API takes "
+                "text fields only; serve a student distilled without embedding_column"
+            )
         self.grades = int(self.scorer.grades)
         self.manifest = dict(getattr(self.scorer, "manifest", {}) or {})
         self.fingerprint = model_fingerprint(path)
@@ -168,16 +223,29 @@ def check_limits(req: ScoreRequest, max_items: int, max_field_chars: int) -> Non
     if len(req.query) > max_field_chars:
         raise LimitError("query", f"query: at most {max_field_chars} characters, got {len(req.query)}")
     for i, item in enumerate(req.items):
+        if not any(_has_text(item.get(f)) for f in ITEM_TEXT_FIELDS):
+            # A client that dropped the fields would get a confident constant score for it.
+            raise LimitError(
+                f"items.{i}", f"items.{i}: no text in any item field ({', '.join(ITEM_TEXT_FIELDS)})"
+            )
         for name, value in item.items():
             if isinstance(value, str):
                 size = len(value)
             elif isinstance(value, list):
-                size = sum(len(v) for v in value)
+                # Each element counts one character more (its separator in the assembled text), so a
+                # list of a million empty strings is not free.
+                size = sum(len(v) for v in value) + len(value)
             else:
                 continue
             if size > max_field_chars:
                 where = f"items.{i}.{name}"
                 raise LimitError(where, f"{where}: at most {max_field_chars} characters")
+
+
+def _has_text(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value.strip())
+    return isinstance(value, list) and any(v.strip() for v in value)
 
 
 def render_response(fingerprint: str, req: ScoreRequest, scores: Any) -> Response:
@@ -253,6 +321,13 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     return error_response(422, f"invalid request: {errors[0]['field']}: {errors[0]['error']}", errors)
 
 
+@api.exception_handler(StarletteHTTPException)
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # An unknown path (404) or method (405) gets the same shape as every other 4xx.
+    message = f"{exc.detail}: {request.method} {request.url.path}"
+    return error_response(exc.status_code, message, [{"field": "path", "error": str(exc.detail)}])
+
+
 def error_response(status: int, message: str, details: list[dict[str, str]]) -> JSONResponse:
     """Every 4xx has one shape: `error` (a line for people), `field` (the first field at fault) and
     `details` (each problem with its field), whether pydantic or a size limit refused the request."""
@@ -285,19 +360,21 @@ class RelevanceService:
 
     # -- configuration -------------------------------------------------------------------------
     def _apply(self, config: dict[str, Any]) -> None:
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"user_config: unknown field(s) {unknown}; known: {sorted(DEFAULTS)}")
-        options = {**self._options, **{k: v for k, v in config.items() if v is not None}}
-        for key in ("max_items", "max_field_chars", "max_batch_size"):
-            if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < 1:
-                raise ValueError(f"user_config.{key}: must be an integer >= 1, got {options[key]!r}")
-        wait = options["batch_wait_timeout_s"]
-        if not isinstance(wait, (int, float)) or not (0 <= wait <= 10):
-            raise ValueError(f"user_config.batch_wait_timeout_s: must be a number in [0, 10], got {wait!r}")
+        try:
+            options = check_options(config)
+        except ValueError as e:
+            if self._model is None:
+                raise
+            # A reconfigure that raises makes Serve stop the replica, and its replacement would fail
+            # the same way: a running replica refuses the update and keeps serving, as for a bad path.
+            self._load_error = f"user_config refused: {e}"
+            logger.error("pinrel: user_config refused, options unchanged: %s", e)
+            return
         path = options["model_path"]
         current = self._model.path if self._model else None
-        if path and path != current:
+        if path == current or (path is None and current is not None):
+            self._load_error = None  # this config is in force (a rollback clears the refusal)
+        elif path:
             try:
                 # Load completely before swapping: requests keep hitting the old model meanwhile.
                 new_model = LoadedModel(path, self._device)

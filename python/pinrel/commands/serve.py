@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--model: {model} holds a {manifest['kind']!r}, not a student; serve students")
     if not 1 <= args.replicas <= 64:
         raise ValueError(f"--replicas: must be in [1, 64], got {args.replicas}")
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port: must be in [1, 65535], got {args.port}")
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.ingress == "haproxy":
@@ -54,10 +56,15 @@ def run(args: argparse.Namespace) -> int:
         os.environ[ENABLE] = env.pop(ENABLE)
         for key, value in env.items():
             os.environ.setdefault(key, value)
+    # Imported after the environment is set: Ray Serve reads its settings when it is imported.
     import ray
     from ray import serve
 
-    from ..serving import RelevanceService
+    from ..serving import LoadedModel, RelevanceService, check_options
+
+    options = check_options({"model_path": str(model.resolve()), "max_items": args.max_items})
+    # Before Ray starts: the replicas would load it the same way, and fail over and over.
+    LoadedModel(options["model_path"])
 
     stop = threading.Event()
     ray.init(include_dashboard=False)
@@ -67,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        app = RelevanceService.options(num_replicas=args.replicas).bind(  # type: ignore[attr-defined]
-            model_path=str(model.resolve()), max_items=args.max_items
-        )
+        app = RelevanceService.options(num_replicas=args.replicas).bind(**options)  # type: ignore[attr-defined]
         serve.run(app, name="pinrel", route_prefix="/")
         print(
             f"pinrel: serving {model} on http://{args.host}:{args.port} (docs at /docs); Ctrl-C to stop",
