@@ -153,3 +153,24 @@ def test_pinrel_commands_refuse_relative_paths_in_a_job(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"pinrel {argv[0]}: error: relative path(s) in a Ray job with a working dir: " in err
+
+
+def test_ray_session_shuts_down_only_what_it_started() -> None:
+    """A private local Ray for the body when there is none; the caller's Ray as it is otherwise.
+    (Joining a cluster that `ray start` left, which `ray.init(num_cpus=...)` refused with
+    "When connecting to an existing cluster, num_cpus ... must not be provided", is `address="auto"`.)"""
+    import ray
+
+    from pinrel.raycluster import ray_session
+
+    assert not ray.is_initialized()
+    with ray_session(num_cpus=1):
+        assert ray.cluster_resources()["CPU"] == 1
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        with ray_session(num_cpus=1):
+            assert ray.cluster_resources()["CPU"] == 2
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()

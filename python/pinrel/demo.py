@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from .distill import distill
     from .eval import evaluate
     from .label import label_pairs
+    from .raycluster import ray_session
     from .records import read_records
     from .teacher import train_teacher
 
@@ -230,11 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     # log_to_driver keeps the workers' progress bars (teacher epochs, distillation) on the console.
     # The dashboard stays on: Ray Train's placement-group cleaner polls the state API it serves, and
     # without it logs a warning every second of every training run.
-    ray.init(num_cpus=os.cpu_count() or 2, log_to_driver=True)
-    # Ray Data's per-operator bars for the student's 10k-row input are hundreds of console lines that
-    # say nothing the demo's own stage lines do not.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
+    with ray_session(num_cpus=os.cpu_count() or 2):
+        # Ray Data's per-operator bars for the student's 10k-row input are hundreds of console lines
+        # that say nothing the demo's own stage lines do not.
+        ray.data.DataContext.get_current().enable_progress_bars = False
         config = {
             "model": model,
             "grades": grades,
@@ -290,8 +290,6 @@ def main(argv: list[str] | None = None) -> int:
             lambda: serve_and_query(student_dir, d["test"]),
             lambda a: f"answered {len(a)} queries over HTTP",
         )
-    finally:
-        ray.shutdown()
 
     results = step(
         "evaluate",

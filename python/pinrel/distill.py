@@ -48,6 +48,7 @@ from .io import (
 )
 from .killhook import KILL_ENV, kill_at_epoch, maybe_kill
 from .predictor import RUN_DIR, check_model_out
+from .raycluster import ray_session
 from .records import is_list_type, list_lengths
 from .student import KIND as STUDENT_KIND
 from .student import MANIFEST, WEIGHTS, Features, StudentConfig, StudentModel, featurize, save_student
@@ -771,14 +772,6 @@ def _assembly_spec(cfg: DistillConfig, manifest: dict[str, Any]) -> AssemblySpec
     return AssemblySpec()
 
 
-def _ensure_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        # Connects to RAY_ADDRESS or a cluster started with `ray start`, else starts a local one.
-        ray.init()
-
-
 def _cpus_per_worker(cfg: DistillConfig) -> float:
     import ray
 
@@ -1099,14 +1092,14 @@ def distill(
             "epochs": cfg.epochs,
             **run["training"],
         }
-        _ensure_ray()
-        result = _trainer(cfg, loop_cfg, plan, storage).fit()
         teacher = {
             **plan.labels.manifest,
             "labels_dir": str(Path(labels_dir).resolve()),
             "rows": plan.labels.rows,
         }
-        summary = _finish(result, out, student, hasher, spec, teacher, finished)
+        with ray_session():
+            result = _trainer(cfg, loop_cfg, plan, storage).fit()
+            summary = _finish(result, out, student, hasher, spec, teacher, finished)
     summary.update(
         train_rows=plan.train_rows,
         dev_rows=plan.dev_rows,

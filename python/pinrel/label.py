@@ -51,6 +51,7 @@ from .io import (
 from .labelset import MANIFEST_NAME, shard_files, shard_index, shard_indices, shard_path
 from .labelset import read_manifest as read_labels_manifest
 from .predictor import ModelDirError, mean_probs, model_dirs, read_manifest
+from .raycluster import ray_session
 from .records import GRADES_KEY, SCHEMA, RecordsError, make_records, num_grades, read_records
 
 __all__ = [
@@ -834,13 +835,9 @@ def _run_ray(
     progress: bool,
     address: str | None,
 ) -> None:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    try:
+    with ray_session(address=address, log_to_driver=False):
         hint = _idle_gpu_warning(float(ray.cluster_resources().get("GPU", 0)), gpus)
         if hint:
             summary.warn(hint)
@@ -862,9 +859,6 @@ def _run_ray(
             t_run = time.perf_counter()
             for row in results.iter_rows():
                 _tick(bar, summary, {k: float(v) for k, v in row.items()}, t_run)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # ------------------------------------------------------------------------------------------- read

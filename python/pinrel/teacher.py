@@ -40,6 +40,7 @@ from .io import as_stored_json, make_shareable, read_yaml_mapping
 from .killhook import kill_at_epoch, maybe_kill
 from .metrics import grades_problem
 from .predictor import RUN_DIR, ModelDirError, check_model_out, read_manifest, write_manifest
+from .raycluster import ray_session
 
 if TYPE_CHECKING:
     import torch
@@ -1052,23 +1053,6 @@ def _check_resumable(state: dict[str, Any], fp: dict[str, Any], epochs: int, run
         )
 
 
-def _ray_session(cfg: TeacherConfig) -> bool:
-    """Start a local Ray unless one is running (or RAY_ADDRESS names a cluster); True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()  # a cluster (e.g. under `ray job submit`) brings its own resources and auth settings
-        return True
-    # A private local cluster needs no token auth; the dashboard stays on because Ray Train's controller
-    # asks the state API (which it serves) whether its actors are alive.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    need = cfg.num_workers * cfg.cpus_per_worker
-    ray.init(num_cpus=max(need, os.cpu_count() or 1))
-    return True
-
-
 SELECT_METRIC = "dev_loss"
 
 
@@ -1362,10 +1346,9 @@ def _run_training(
     out: Path,
     select: bool,
 ) -> None:
-    started_ray = _ray_session(cfg)
     import ray
 
-    try:
+    with ray_session(num_cpus=max(cfg.num_workers * cfg.cpus_per_worker, os.cpu_count() or 1)):
         data = {
             "train_texts": pair_texts(train, spec),
             "train_labels": label_indices(train),
@@ -1378,9 +1361,6 @@ def _run_training(
         storage = out / RAY_DIR
         hook = {"kill_at_epoch": kill_at_epoch(), "kill_marker": str(storage.resolve() / "killed.marker")}
         _fit({**plan, **hook, "data": ray.put(data)}, cfg, storage, select)
-    finally:
-        if started_ray:
-            ray.shutdown()
 
 
 # --------------------------------------------------------------------------------------------- loading
