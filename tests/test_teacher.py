@@ -309,17 +309,25 @@ def test_damaged_checkpoint_is_refused_before_training(
 ) -> None:
     # bert_resumed is asked for its effect only: the run folder then holds its final two-epoch
     # state, whichever of the tests sharing it runs first.
-    out, _ = bert_run
-    copy = tmp_path / "teacher"
-    shutil.copytree(out, copy)
+    copy = _copy_of(bert_run[0], tmp_path)
     files = list((copy / "_ray").rglob(name))
     assert files
     for f in files:
         f.write_bytes(damage(f.read_bytes()))
-    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    before = _files(copy)
     with pytest.raises(TeacherError, match=r"checkpoint \S+ is unreadable .*--fresh"):
         train_teacher(data["train"], data["dev"], config(bert_model, epochs=3), copy)
-    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # nothing touched
+    assert _files(copy) == before  # nothing touched
+
+
+def _copy_of(out: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "teacher"
+    shutil.copytree(out, copy)
+    return copy
+
+
+def _files(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def test_a_rerun_never_puts_other_settings_on_the_weights(
@@ -331,21 +339,15 @@ def test_a_rerun_never_puts_other_settings_on_the_weights(
 ) -> None:
     """A finished run rerun with another lr or seed used to re-export its weights under the new
     settings' names; with its Ray run deleted, it trained again over the export on any data."""
-    out, _ = bert_run
-    copy = tmp_path / "teacher"
-    shutil.copytree(out, copy)
-
-    def files() -> dict[Path, bytes]:
-        return {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-
-    before = files()
+    copy = _copy_of(bert_run[0], tmp_path)
+    before = _files(copy)
     with pytest.raises(TeacherError, match=r"different run \(lr, seed changed\)"):
         train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, lr=1e-4, seed=5), copy)
-    assert files() == before
+    assert _files(copy) == before
     # Ray's run deleted to save space: the same command returns the export as it is (here with a
     # worker count that only says where to run), and other settings or data are refused.
     shutil.rmtree(copy / "_ray")
-    before = files()
+    before = _files(copy)
     again = train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, num_workers=2), copy)
     assert again == json.loads((copy / "pinrel.json").read_text()) and again["config"]["num_workers"] == 1
     for changed, kwargs, train in (
@@ -355,7 +357,7 @@ def test_a_rerun_never_puts_other_settings_on_the_weights(
     ):
         with pytest.raises(TeacherError, match=rf"\({changed} changed\) and no checkpoint .*--fresh"):
             train_teacher(train, data["dev"], config(bert_model, **{"epochs": 2, **kwargs}), copy)
-    assert files() == before
+    assert _files(copy) == before
 
 
 @pytest.fixture(scope="module")

@@ -122,27 +122,13 @@ pub fn non_empty<T>(v: Vec<T>, arg: &str) -> PyResult<Vec<T>> {
 /// Non-negative integers (lengths, or a batch's indices) from a list of ints or a 1-D numpy array
 /// (integer or float; floats must be whole); errors name `name[i]`.
 pub fn counts_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<usize>> {
+    // as_array rather than as_slice: a strided view (`lengths[::2]`) is valid input, not an error.
     if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
-        // as_array rather than as_slice: a strided view (`lengths[::2]`) is valid input, not an error.
-        return arr
-            .as_array()
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                usize::try_from(v).map_err(|_| value_error(&format!("{name}[{i}]"), format!("must be >= 0, got {v}")))
-            })
-            .collect();
+        return int_counts(arr.as_array().iter().copied(), name);
     }
+    // int32: numpy's default integer on some platforms, and what `dtype=np.int32` gives.
     if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i32>>() {
-        // numpy's default integer on some platforms, and what `np.array([...], dtype=np.int32)` gives.
-        return arr
-            .as_array()
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                usize::try_from(v).map_err(|_| value_error(&format!("{name}[{i}]"), format!("must be >= 0, got {v}")))
-            })
-            .collect();
+        return int_counts(arr.as_array().iter().copied(), name);
     }
     if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, f64>>() {
         return arr
@@ -199,4 +185,17 @@ pub fn f64_arg(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<f64> {
         return Err(value_error(arg, format!("must be finite, got {v}")));
     }
     Ok(v)
+}
+
+fn int_counts<T>(values: impl Iterator<Item = T>, name: &str) -> PyResult<Vec<usize>>
+where
+    T: Copy + std::fmt::Display,
+    usize: TryFrom<T>,
+{
+    values
+        .enumerate()
+        .map(|(i, v)| {
+            usize::try_from(v).map_err(|_| value_error(&format!("{name}[{i}]"), format!("must be >= 0, got {v}")))
+        })
+        .collect()
 }
