@@ -218,10 +218,14 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def listing(names: list[str]) -> str:
+    """The first few of `names` for an error message."""
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
 def not_empty(entries: list[str], holds: str) -> str:
     """The refusal for a directory whose entries are none of this command's own."""
-    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-    return f"is not empty ({shown}) and holds no {holds}"
+    return f"is not empty ({listing(entries)}) and holds no {holds}"
 
 
 def check_output_dir(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assembly import AssemblySpec, assemble, assemble_pairs
-from .checks import check_int
+from .checks import check_int, check_number
 from .io import (
     atomic_write_text,
     atomic_write_with,
@@ -786,9 +785,8 @@ def label_pairs_ray(
     actors = check_int(actors, "actors")
     max_tokens = check_int(max_tokens, "max_tokens")
     _check_backend(backend)
-    for name, value in (("gpus_per_actor", gpus_per_actor), ("cpus_per_actor", cpus_per_actor)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    check_number(gpus_per_actor, "gpus_per_actor", 0.0)
+    check_number(cpus_per_actor, "cpus_per_actor", 0.0)
     t0 = time.perf_counter()
     planned = _plan(pairs, teacher, out, shard_size, grades)
     if planned.pairs.suffix.lower() not in (".parquet", ".pq"):

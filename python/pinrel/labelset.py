@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .io import listing
 from .metrics import grades_problem
 
 __all__ = ["MANIFEST_NAME", "read_manifest", "shard_files", "shard_index", "shard_indices", "shard_path"]
@@ -84,9 +85,8 @@ def shard_files(d: Path, manifest: dict[str, Any] | None, allow_partial: bool = 
         )
     other = sorted(present - set(expected))
     if other:
-        shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
         raise ValueError(
-            f"labels dir {str(d)!r} holds Parquet files besides its {n} shards ({shown}); move them "
+            f"labels dir {str(d)!r} holds Parquet files besides its {n} shards ({listing(other)}); move them "
             "out, so that only the labels are read"
         )
     return [d / name for name in expected if name in present]

@@ -1128,9 +1128,7 @@ def export(checkpoint_dir: Path, plan: dict[str, Any], out: Path) -> str:
         model.config.pad_token_id = int(tokenizer.pad_token_id)
         model.save_pretrained(staging / MODEL_DIR)
         tokenizer.save_pretrained(staging / MODEL_DIR)
-        for part in (MODEL_DIR, ADAPTER_DIR):
-            if (staging / part).exists():
-                make_shareable(staging / part)  # vLLM and labeling actors may run as other users
+        make_shareable(staging)  # vLLM and labeling actors may run as other users
         _replace_dir(staging / MODEL_DIR, out / MODEL_DIR)
         if plan["lora"]:
             _replace_dir(staging / ADAPTER_DIR, out / ADAPTER_DIR)
