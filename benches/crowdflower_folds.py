@@ -119,6 +119,7 @@ def teacher_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
         teacher_dev_share=0.0,
         teacher_ordinal_weight=0.0,
         teacher_pairwise_weight=args.teacher_pairwise_weight,
+        teacher_pooling=args.teacher_pooling,
         variance_weights=args.variance_weights,
         seed=seed,
         gpu=args.gpu,
@@ -394,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=10000, help="query resamples for the paired bootstrap")
     ap.add_argument("--model", default=None, help="teacher base model (default: all-MiniLM-L6-v2)")
     cq.add_pairwise_flag(ap)
+    cq.add_pooling_flag(ap)
     cq.add_weights_flag(ap)
     cq.add_gpu_flag(ap)
     args = ap.parse_args(argv)

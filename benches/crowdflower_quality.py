@@ -17,7 +17,7 @@ last Ray Train checkpoint, labeling from its last shard).  Results: `results.md`
 
     python benches/crowdflower_quality.py [--out bench-out/crowdflower] [--teacher-epochs 2]
         [--teacher-lr 1e-4] [--teacher-dev-share 0.1] [--teacher-ordinal-weight 0]
-        [--teacher-pairwise-weight 0] [--variance-weights] [--max-length 128]
+        [--teacher-pairwise-weight 0] [--teacher-pooling auto] [--variance-weights] [--max-length 128]
         [--k 30] [--negatives 5] [--distill-epochs 10] [--seed 0] [--teacher-seeds 1]
 
 `--teacher-seeds N` trains N teachers (seeds --seed, --seed+1, ...) and makes their mean probabilities
@@ -219,6 +219,9 @@ def teacher_done(out: Path, args: argparse.Namespace) -> bool:
         and (m.get("dev_rows", 0) > 0) == (args.teacher_dev_share > 0)
         and m.get("config", {}).get("ordinal_weight", 0.0) == args.teacher_ordinal_weight
         and m.get("config", {}).get("pairwise_weight", 0.0) == args.teacher_pairwise_weight
+        # teachers from before pinrel chose the pooling pooled [CLS], whatever the config said
+        and "pooling" in m
+        and m.get("config", {}).get("pooling") == pooling_setting(args)
         and m.get("config", {}).get("use_gpu", False) == args.gpu
         and (m.get("weighted_rows", 0) > 0) == args.variance_weights
     )
@@ -249,6 +252,7 @@ def train_teacher_stage(args: argparse.Namespace, d: dict[str, Path], out: Path)
         "lr": args.teacher_lr,
         "ordinal_weight": args.teacher_ordinal_weight,
         "pairwise_weight": args.teacher_pairwise_weight,
+        "pooling": pooling_setting(args),
         "seed": args.seed,
         "num_workers": 1,
         "cpus_per_worker": THREADS,
@@ -598,6 +602,20 @@ def add_pairwise_flag(ap: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pooling_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--teacher-pooling",
+        choices=("auto", "cls", "mean"),
+        default="auto",
+        help="what the teacher's head reads (pooling): auto is the mean for all-MiniLM-L6-v2, a "
+        "sentence encoder trained on that mean; cls is transformers' BertForSequenceClassification",
+    )
+
+
+def pooling_setting(args: argparse.Namespace) -> str | None:
+    return None if args.teacher_pooling == "auto" else args.teacher_pooling
+
+
 def add_weights_flag(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--variance-weights",
@@ -647,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         help="weight of the teacher's squared-error term on the expected grade (ordinal_weight)",
     )
     add_pairwise_flag(ap)
+    add_pooling_flag(ap)
     add_weights_flag(ap)
     ap.add_argument("--k", type=int, default=30)
     ap.add_argument("--negatives", type=int, default=5)

@@ -200,6 +200,100 @@ def test_bert_merged_model_matches_load_teacher(
     assert teacher.embed_texts(["red mug", "blue lamp"]).shape == (2, 64)
 
 
+# ------------------------------------------------------------------------- mean-pooled sentence encoder
+
+
+def as_sentence_encoder(model: Path, out: Path, pooling: str = "mean") -> Path:
+    """A copy of `model` with the files sentence-transformers writes beside a checkpoint it pools."""
+    shutil.copytree(model, out)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (out / "modules.json").write_text(json.dumps(modules))
+    (out / "1_Pooling").mkdir()
+    flags = {"pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_cls_token": pooling == "cls"}
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 64, **flags}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def mean_run(ray_cluster: None, data: dict[str, Any], bert_model: Path) -> tuple[Path, dict[str, Any]]:
+    encoder = as_sentence_encoder(bert_model, data["root"] / "tiny-sentence-bert")
+    out = data["root"] / "mean-teacher"
+    manifest = train_teacher(data["train_path"], data["dev_path"], config(encoder, epochs=2), out)
+    return out, json.loads(json.dumps(manifest))
+
+
+def test_a_sentence_encoder_trains_a_mean_pooled_head(
+    mean_run: tuple[Path, dict[str, Any]], data: dict[str, Any]
+) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from pinrel.backends import get_backend
+    from pinrel.backends.hf import HFBackend
+    from pinrel.teacher import inspect_model
+
+    out, manifest = mean_run
+    assert manifest["pooling"] == "mean" and manifest["config"]["pooling"] is None
+    assert manifest["architecture"] == "MeanPooledClassifier"
+    assert json.loads((out / "model" / "config.json").read_text())["model_type"] == "pinrel_mean_pooled"
+    # Chance (always the majority grade) is 1/3 on this balanced data.
+    assert manifest["metrics"]["accuracy"] > 0.5, manifest["history"]
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert type(model).__name__ == "MeanPooledClassifier"
+    assert not [n for n, _ in model.named_parameters() if "pooler" in n]
+    dev: pa.Table = data["dev"].slice(0, 24)
+    teacher = load_teacher(out, device="cpu", progress=False, max_tokens=256, max_batch_size=8)
+    probs = teacher.predict_proba(dev)
+    # Padded, bucketed batches give what one unpadded pair at a time gives: the mean skips padding.
+    reference = plain_transformers_proba(out / "model", teacher.pair_texts(dev), max_length=48)
+    np.testing.assert_allclose(probs, reference, atol=1e-5)
+    assert teacher.embed_texts(["red mug", "blue lamp"]).shape == (2, 64)
+    assert isinstance(get_backend("auto", out / "model", device="cpu", progress=False), HFBackend)
+    with pytest.raises(TeacherError, match="mean-pooled classifier, not a base model"):
+        inspect_model(config(out / "model"))
+
+
+def test_vllm_is_not_chosen_for_a_mean_pooled_teacher(
+    mean_run: tuple[Path, dict[str, Any]], bert_run: tuple[Path, dict[str, Any]], monkeypatch: Any
+) -> None:
+    import pinrel.backends as backends
+    from pinrel.backends.vllm import VLLMBackend
+
+    out, _ = mean_run
+    with pytest.raises(ModelDirError, match=r"mean-pooling head .* use the hf backend"):
+        VLLMBackend(out)
+    # Where vLLM is usable (a GPU), auto still picks hf for this teacher, and vLLM for the others.
+    monkeypatch.setattr(backends, "vllm_usable", lambda: True)
+    assert backends.resolve_backend_name("auto", [out]) == "hf"
+    assert backends.resolve_backend_name("auto", [bert_run[0], out / "model"]) == "hf"
+    assert backends.resolve_backend_name("auto", [bert_run[0]]) == "vllm"
+
+
+def test_pooling_is_checked_before_training(
+    tmp_path: Path, data: dict[str, Any], bert_model: Path, llama_model: Path
+) -> None:
+    from pinrel.teacher import inspect_model
+
+    with pytest.raises(TeacherError, match=r"pooling: expected null \(auto\), 'last', 'cls', 'mean'"):
+        config(bert_model, pooling="max")
+    with pytest.raises(TeacherError, match="pooling: 'mean' is for encoders"):
+        inspect_model(config(llama_model, pooling="mean"))
+    with pytest.raises(TeacherError, match="pooling: 'last' is for decoders"):
+        inspect_model(config(bert_model, pooling="last"))
+    assert inspect_model(config(llama_model)).pooling == "last"
+    assert inspect_model(config(bert_model)).pooling == "cls"  # no sentence-transformers config
+    assert inspect_model(config(bert_model, pooling="mean")).pooling == "mean"
+    cls_encoder = as_sentence_encoder(bert_model, tmp_path / "cls-encoder", pooling="cls")
+    assert inspect_model(config(cls_encoder)).pooling == "cls"
+    mean_encoder = as_sentence_encoder(bert_model, tmp_path / "mean-encoder")
+    assert inspect_model(config(mean_encoder)).pooling == "mean"
+    assert inspect_model(config(mean_encoder, pooling="cls")).pooling == "cls"
+    (mean_encoder / "1_Pooling" / "config.json").write_text("{not json")
+    assert inspect_model(config(mean_encoder)).pooling == "cls"
+
+
 def test_eval_without_progress_draws_no_bars(
     bert_run: tuple[Path, dict[str, Any]], data: dict[str, Any], capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -248,6 +342,7 @@ def test_rerun_when_done_only_exports(
     # such a setting existed (here max_failures) make the export stale.
     manifest = json.loads((out / "pinrel.json").read_text())
     del manifest["config"]["max_failures"]
+    del manifest["pooling"], manifest["config"]["pooling"]  # [CLS], as every teacher pooled before
     (out / "pinrel.json").write_text(json.dumps(manifest))
     before[out / "pinrel.json"] = (out / "pinrel.json").read_bytes()
     train_teacher(
@@ -281,7 +376,7 @@ def test_rerun_when_done_only_exports(
     assert states
     for path in states:
         state = json.loads(path.read_text())
-        for key in ("train_data", "dev_data"):
+        for key in ("train_data", "dev_data", "pooling"):
             del state["fingerprint"][key]
         path.write_text(json.dumps(state))
     again = train_teacher(data["train"].slice(1), data["dev"], config(bert_model, epochs=2), legacy)
@@ -344,6 +439,9 @@ def test_a_rerun_never_puts_other_settings_on_the_weights(
     with pytest.raises(TeacherError, match=r"different run \(lr, seed changed\)"):
         train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, lr=1e-4, seed=5), copy)
     assert _files(copy) == before
+    with pytest.raises(TeacherError, match=r"different run \(pooling changed\)"):
+        train_teacher(data["train"], data["dev"], config(bert_model, epochs=2, pooling="mean"), copy)
+    assert _files(copy) == before
     # Ray's run deleted to save space: the same command returns the export as it is (here with a
     # worker count that only says where to run), and other settings or data are refused.
     shutil.rmtree(copy / "_ray")
@@ -354,6 +452,7 @@ def test_a_rerun_never_puts_other_settings_on_the_weights(
         ("seed", {"seed": 5}, data["train"]),
         ("epochs", {"epochs": 3}, data["train"]),
         ("train data", {}, data["train"].slice(1)),
+        ("pooling", {"pooling": "mean"}, data["train"]),
     ):
         with pytest.raises(TeacherError, match=rf"\({changed} changed\) and no checkpoint .*--fresh"):
             train_teacher(train, data["dev"], config(bert_model, **{"epochs": 2, **kwargs}), copy)

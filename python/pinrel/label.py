@@ -514,7 +514,7 @@ class ShardLabeler:
             kwargs = list(backend_kwargs)
         if len(kwargs) != len(teachers):
             raise ValueError(f"backend_kwargs: {len(kwargs)} given for {len(teachers)} teachers")
-        if len(teachers) > 1 and resolve_backend_name(backend) == "vllm":
+        if len(teachers) > 1 and resolve_backend_name(backend, teachers) == "vllm":
             # every member's engine sits on the same device: split the default memory budget between them
             kwargs = [{"memory_share": 1.0 / len(teachers), **kw} for kw in kwargs]
         self.backends = []
@@ -734,7 +734,7 @@ def _summary(plan: _Plan, backend: str) -> LabelSummary:
 
     return LabelSummary(
         out=str(plan.out),
-        backend=resolve_backend_name(backend),
+        backend=resolve_backend_name(backend, plan.teachers),
         pairs=plan.rows,
         shards=plan.shards,
         shards_skipped=plan.shards - len(plan.pending),

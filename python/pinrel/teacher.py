@@ -1,7 +1,8 @@
 """The teacher: a pretrained transformer fine-tuned as a K-way relevance cross-encoder on Ray Train.
 
 A decoder LLM (Llama, Qwen, ...) is adapted with LoRA and pools its last non-pad token; an encoder (BERT,
-MiniLM, XLM-R) is fully fine-tuned and pools [CLS]. Both see one text per pair, built by the Rust assembler
+MiniLM, XLM-R) is fully fine-tuned and pools [CLS], or the mean of its token states when it is a sentence
+encoder trained on that mean (`pinrel.pooled`). Both see one text per pair, built by the Rust assembler
 from the query and the item fields, so the teacher, the labeler and the student read the same words.
 
 `train_teacher` checks every input on the driver before any worker starts, trains under
@@ -9,6 +10,7 @@ from the query and the item fields, so the teacher, the labeler and the student 
 epoch, resumes an unfinished run found in the output directory, and writes a self-contained model directory:
 
     out_dir/model/      merged *ForSequenceClassification (safetensors) + tokenizer, for transformers and vLLM
+                        (a mean-pooled encoder: pinrel's own model type, for transformers only)
     out_dir/adapter/    the LoRA adapter alone (only when LoRA was used)
     out_dir/pinrel.json manifest: kind "teacher", grades, base model, assembly spec, dev metrics per epoch
     out_dir/_ray/       Ray Train's run folder (checkpoints); delete it once the model is final
@@ -81,13 +83,25 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+# How the classification head reads the sequence: decoders their last token, encoders [CLS] or the mean.
+POOLINGS = ("last", "cls", "mean")
+
+
+def legacy_pooling(decoder: bool) -> str:
+    """The pooling of teachers trained before pinrel recorded it: transformers' own heads."""
+    return "last" if decoder else "cls"
+
+
 @dataclass
 class TeacherConfig:
     """Everything that decides how a teacher is trained; `from_yaml`/`from_dict` reject unknown keys.
 
     `lora=None` means: LoRA for decoders, full fine-tuning for encoders. `lr=None` means DEFAULT_LR_LORA with
     LoRA and DEFAULT_LR_FULL without. `lora_target_modules=None` takes peft's default for the model type and
-    falls back to every linear layer. `assembly` is an `AssemblySpec.to_dict()`-style dict (None: defaults).
+    falls back to every linear layer. `pooling=None` means: the last token for decoders; for encoders the
+    mean of the token states where the checkpoint is a sentence encoder trained on that mean (its
+    sentence-transformers config says so), else [CLS] (see `pinrel.pooled`). `assembly` is an
+    `AssemblySpec.to_dict()`-style dict (None: defaults).
     """
 
     model: str
@@ -97,6 +111,7 @@ class TeacherConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | str | None = None
+    pooling: str | None = None
     epochs: int = 2
     lr: float | None = None
     batch_size: int = 16
@@ -173,6 +188,10 @@ class TeacherConfig:
         if self.lora is not None and not isinstance(self.lora, bool):
             raise TeacherError(f"lora: expected true, false or null (auto), got {self.lora!r}")
         self._check_target_modules()
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise TeacherError(
+                f"pooling: expected null (auto), {', '.join(map(repr, POOLINGS))}, got {self.pooling!r}"
+            )
         if self.load_in_4bit and not self.use_gpu:
             raise TeacherError(
                 "load_in_4bit: 4-bit (QLoRA) training needs a GPU; set use_gpu: true or drop it"
@@ -276,6 +295,7 @@ class ModelInfo:
     lora: bool
     lr: float
     target_modules: list[str] | str | None
+    pooling: str
 
 
 def _looks_like_path(model: str) -> bool:
@@ -286,6 +306,8 @@ def _looks_like_path(model: str) -> bool:
 def inspect_model(cfg: TeacherConfig) -> ModelInfo:
     """Resolve the base model (local folder or hub name) and the LoRA decision; fails fast on a bad model."""
     from transformers import AutoConfig
+
+    from .pooled import is_mean_pooled
 
     source = cfg.model
     local = Path(source).expanduser()
@@ -301,6 +323,11 @@ def inspect_model(cfg: TeacherConfig) -> ModelInfo:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise TeacherError(f"model: cannot load the config of {source!r} ({e})") from e
+    if is_mean_pooled(config):
+        raise TeacherError(
+            f"model: {source!r} is a pinrel mean-pooled classifier, not a base model; "
+            "train from the encoder it was fine-tuned from"
+        )
     try:
         decoder = is_decoder_config(config)
     except ValueError as e:
@@ -308,10 +335,36 @@ def inspect_model(cfg: TeacherConfig) -> ModelInfo:
     lora = decoder if cfg.lora is None else cfg.lora
     if cfg.load_in_4bit and not lora:
         raise TeacherError("load_in_4bit: a 4-bit base model cannot be fully fine-tuned; use LoRA")
+    pooling = _pooling(cfg, source, decoder)
+    if cfg.load_in_4bit and pooling == "mean":
+        raise TeacherError("load_in_4bit: 4-bit loading is for decoder LLMs, not a mean-pooled encoder")
     lr = cfg.lr if cfg.lr is not None else (DEFAULT_LR_LORA if lora else DEFAULT_LR_FULL)
     return ModelInfo(
-        source, config.model_type, decoder, lora, float(lr), _target_modules(cfg, config.model_type)
+        source,
+        config.model_type,
+        decoder,
+        lora,
+        float(lr),
+        _target_modules(cfg, config.model_type),
+        pooling,
     )
+
+
+def _pooling(cfg: TeacherConfig, source: str, decoder: bool) -> str:
+    if decoder:
+        if cfg.pooling not in (None, "last"):
+            raise TeacherError(
+                f"pooling: {cfg.pooling!r} is for encoders; a decoder's head reads its last token ('last')"
+            )
+        return "last"
+    if cfg.pooling == "last":
+        raise TeacherError("pooling: 'last' is for decoders; an encoder pools 'cls' or 'mean'")
+    if cfg.pooling is not None:
+        return cfg.pooling
+    from .pooled import sentence_pooling
+
+    # Pool as the encoder was trained to: a sentence encoder's meaning is in the mean of its states.
+    return "mean" if sentence_pooling(source) == "mean" else "cls"
 
 
 def _target_modules(cfg: TeacherConfig, model_type: str) -> list[str] | str | None:
@@ -364,6 +417,7 @@ def fingerprint(cfg: TeacherConfig, info: ModelInfo, train: pa.Table, dev: pa.Ta
         "lora": info.lora,
         "lora_r": cfg.lora_r,
         "lora_target_modules": info.target_modules,
+        "pooling": info.pooling,
         "max_length": cfg.max_length,
         "assembly": cfg.assembly_spec().to_dict(),
         "load_in_4bit": cfg.load_in_4bit,
@@ -514,7 +568,13 @@ def build_model(
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         kwargs["device_map"] = {"": device}
-    model = AutoModelForSequenceClassification.from_pretrained(plan["source"], **kwargs)
+    if plan["pooling"] == "mean":
+        from .pooled import MeanPooledClassifier
+
+        head = {k: kwargs.pop(k) for k in ("num_labels", "id2label", "label2id", "problem_type")}
+        model = MeanPooledClassifier.from_encoder(plan["source"], dtype=kwargs["dtype"], **head)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(plan["source"], **kwargs)
     # The decoder head pools the last token that is not pad_token_id; it must match the tokenizer's pad.
     model.config.pad_token_id = pad_token_id
     if not plan["lora"]:
@@ -1038,7 +1098,9 @@ def _readable_checkpoint(checkpoint: Any, run_dir: Path) -> dict[str, Any]:
 
 
 def _check_resumable(state: dict[str, Any], fp: dict[str, Any], epochs: int, run_dir: Path) -> None:
-    old = state.get("fingerprint", {})
+    old = dict(state.get("fingerprint", {}))
+    if "pooling" not in old and "pooling" in fp:  # written before pinrel chose the pooling
+        old["pooling"] = legacy_pooling(fp["pooling"] == "last")
     keys = (set(old) | set(fp)) - {k for k in LATER_KEYS if k not in old}
     changed = sorted(k for k in keys if old.get(k) != fp.get(k))
     if changed:
@@ -1232,6 +1294,7 @@ def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
 
     def model_part(m: dict[str, Any]) -> dict[str, Any]:
         part = {k: v for k, v in m.items() if k not in _BOOKKEEPING}
+        part.setdefault("pooling", legacy_pooling(bool(m.get("decoder"))))
         part["config"] = _model_settings(m.get("config", {}))
         return part
 
@@ -1246,7 +1309,10 @@ def _export_complete(out: Path, lora: bool) -> bool:
 
 
 def _model_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in _RUNTIME_SETTINGS}
+    """The settings of a stored config that decide the model; one newer than the manifest had its
+    default when that teacher was trained."""
+    defaults = as_stored_json(TeacherConfig(model=str(config.get("model") or "-")).to_dict())
+    return {k: v for k, v in {**defaults, **config}.items() if k not in _RUNTIME_SETTINGS}
 
 
 def _export_without_run(out: Path, cfg: TeacherConfig, fp: dict[str, Any]) -> dict[str, Any] | None:
@@ -1261,12 +1327,14 @@ def _export_without_run(out: Path, cfg: TeacherConfig, fp: dict[str, Any]) -> di
     if existing.get("kind") != KIND or not _export_complete(out, bool(existing.get("lora"))):
         return None
     new = _model_settings(as_stored_json(cfg.to_dict()))
-    # A setting newer than the manifest had its default when that teacher was trained.
-    defaults = as_stored_json(TeacherConfig(model=cfg.model).to_dict())
-    old = _model_settings({**defaults, **(existing.get("config") or {})})
+    old = _model_settings({"model": cfg.model, **(existing.get("config") or {})})
     # Where the run would go does not change what it trains; the manifest keeps where it went.
     keys = (set(old) | set(new)) - set(_PLACEMENT)
     changed = sorted(k for k in keys if old.get(k) != new.get(k))
+    # The same settings can pool otherwise now (pooling: null is decided by the checkpoint).
+    pooled = existing.get("pooling", legacy_pooling(bool(existing.get("decoder"))))
+    if pooled != fp["pooling"] and "pooling" not in changed:
+        changed.append("pooling")
     data = {"train_sha256": fp["train_data"], "dev_sha256": fp["dev_data"]}
     for key, identity in data.items():
         # Manifests from before pinrel recorded its data lack the key: only the settings can be compared.
@@ -1300,6 +1368,7 @@ def _manifest(
         "grades": cfg.grades,
         "base_model": cfg.model,
         "decoder": info.decoder,
+        "pooling": info.pooling,
         "lora": lora_settings(cfg, info),
         "max_length": cfg.max_length,
         "assembly_spec": spec.to_dict(),
@@ -1328,6 +1397,7 @@ def _plan(cfg: TeacherConfig, info: ModelInfo, fp: dict[str, Any]) -> dict[str, 
         **cfg.to_dict(),
         "source": info.source,
         "decoder": info.decoder,
+        "pooling": info.pooling,
         "lora": info.lora,
         "lr": info.lr,
         "lora_settings": lora_settings(cfg, info),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -55,17 +57,28 @@ def vllm_usable() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def resolve_backend_name(name: str) -> str:
+def resolve_backend_name(name: str, model_dirs: Sequence[str | os.PathLike[str]] = ()) -> str:
+    """The backend `name` stands for; 'auto' is vLLM where it is usable and runs every model in
+    `model_dirs` (teacher or Hugging Face folders), else hf."""
     if name not in BACKENDS:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {name!r}")
     if name == "auto":
-        return "vllm" if vllm_usable() else "hf"
+        if not vllm_usable():
+            return "hf"
+        from ..pooled import is_mean_pooled_dir
+
+        # vLLM has no mean-pooling classification head (pinrel.pooled); hf runs those teachers.
+        return "hf" if any(is_mean_pooled_dir(_hf_folder(Path(d))) for d in model_dirs) else "vllm"
     return name
+
+
+def _hf_folder(path: Path) -> Path:
+    return path / "model" if (path / "pinrel.json").is_file() else path
 
 
 def get_backend(name: str, model_dir: str | os.PathLike[str], **kwargs: Any) -> Any:
     """Build backend `name` ('auto' | 'hf' | 'vllm') over the checkpoint in `model_dir`."""
-    resolved = resolve_backend_name(name)
+    resolved = resolve_backend_name(name, [model_dir])
     if resolved == "hf":
         from .hf import HFBackend
 

@@ -31,13 +31,18 @@ FALLBACK_MAX_LENGTH = 512
 
 
 def is_decoder_config(config: Any) -> bool:
-    """Decoder-only LMs (Llama, Qwen, Mistral, ...) pool the last token; masked-LM encoders pool [CLS].
+    """Decoder-only LMs (Llama, Qwen, Mistral, ...) pool the last token; masked-LM encoders pool [CLS] (or
+    the mean, with pinrel's head in `pinrel.pooled`).
 
     A model type that has a masked-LM head in transformers is an encoder; everything else that has a sequence
     classification head is a decoder. This needs only the config, so it works before any weights load.
     """
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+    from ..pooled import is_mean_pooled
+
+    if is_mean_pooled(config):
+        return False  # an encoder with pinrel's mean-pooling head
     if getattr(config, "is_encoder_decoder", False):
         raise ValueError(
             f"model type {config.model_type!r} is an encoder-decoder; pinrel needs an encoder or a decoder"
@@ -190,6 +195,8 @@ class HFBackend:
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
+
+        from .. import pooled  # noqa: F401  (registers pinrel's mean-pooled classifier with transformers)
 
         # transformers draws its own "Loading weights" bar; without progress, none at all.
         quiet = not self.progress and hf_logging.is_progress_bar_enabled()

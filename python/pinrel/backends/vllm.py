@@ -141,6 +141,13 @@ class VLLMBackend:
             raise ValueError(f"memory_share: expected a number in (0, 1], got {memory_share!r}")
         self.model_dir, self.manifest = resolve_model_dir(model_dir)
         config = _read_config(self.model_dir)
+        from ..pooled import MODEL_TYPE
+
+        if config.get("model_type") == MODEL_TYPE:
+            raise ModelDirError(
+                f"model dir {str(self.model_dir)!r}: a teacher with pinrel's mean-pooling head "
+                f"({MODEL_TYPE}), which vLLM cannot run; use the hf backend"
+            )
         import_vllm()
         from vllm import LLM, PoolingParams
         from vllm.config import PoolerConfig

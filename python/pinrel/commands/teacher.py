@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="LoRA adapters (default: yes for decoder LLMs, no for encoders)",
     )
     t.add_argument(
+        "--pooling",
+        choices=("cls", "mean", "last"),
+        help="what the head reads: 'last' token (decoders), 'cls' or 'mean' (encoders); default: the "
+        "encoder's own pooling where its sentence-transformers config names one, else 'cls'",
+    )
+    t.add_argument(
         "--map",
         action="append",
         default=[],
@@ -93,6 +99,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "use_gpu": args.gpu,
         "bf16": args.bf16,
         "lora": args.lora,
+        "pooling": args.pooling,
         "progress": False if args.no_progress else None,
         "keep_best": args.keep_best,
         "ordinal_weight": args.ordinal_weight,
