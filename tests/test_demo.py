@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from pinrel.demo import STAGE_OUTPUTS, STAMP, prepare_data, start_over_if_new_data
+from pinrel.demo import STAGE_OUTPUTS, STAMP, prepare_data, stage_settings, start_over_if_new_data
 from pinrel.records import make_records, write_records
+from pinrel.testing import minilm_path
 
 
 def rows(n_queries: int, tag: str = "") -> list[dict[str, Any]]:
@@ -72,6 +73,31 @@ def test_same_data_keeps_the_stages_other_data_starts_them_over(tmp_path: Path) 
     stage_outputs(work)
     assert start_over_if_new_data(work, {**d, "grades": 4}) is True
     assert not (work / "teacher").exists()
+    # Other stage settings start over too, and so does a stamp from before settings were stamped (an
+    # upgrade may pool the same base model otherwise: its teacher would refuse to resume).
+    stage_outputs(work)
+    assert start_over_if_new_data(work, {**d, "grades": 4}, {"teacher_lr": 1e-4}) is True
+    stage_outputs(work)
+    assert start_over_if_new_data(work, {**d, "grades": 4}, {"teacher_lr": 1e-4}) is False
+    assert start_over_if_new_data(work, {**d, "grades": 4}, {"teacher_lr": 2e-4}) is True
+
+
+def test_stage_settings_say_how_the_teacher_pools(tmp_path: Path) -> None:
+    args = argparse.Namespace(
+        teacher_model=None,
+        teacher_epochs=2,
+        teacher_lr=1e-4,
+        candidates_k=12,
+        negatives=5,
+        distill_epochs=8,
+        workers=2,
+        seed=0,
+    )
+    settings = stage_settings(args)
+    assert settings["teacher_sentence_pooling"] == ("mean" if minilm_path() is not None else None)
+    assert settings["workers"] == 2 and settings["teacher_lr"] == 1e-4
+    plain = stage_settings(argparse.Namespace(**{**vars(args), "teacher_model": str(tmp_path)}))
+    assert plain["teacher_sentence_pooling"] is None and plain["teacher_model"] == str(tmp_path)
 
 
 def test_your_records_do_not_land_in_the_samples_folder(tmp_path: Path) -> None:

