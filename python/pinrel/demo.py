@@ -104,7 +104,9 @@ def start_over_if_new_data(work: Path, d: dict[str, Any], settings: dict[str, An
     from .io import atomic_write_text
     from .records import read_records, records_digest
 
-    identity = {name: records_digest(read_records(d[name])) for name in ("train", "dev", "test")}
+    identity: dict[str, Any] = {
+        name: records_digest(read_records(d[name])) for name in ("train", "dev", "test")
+    }
     identity["grades"] = d["grades"]
     if settings is not None:
         identity["settings"] = settings
