@@ -759,6 +759,10 @@ def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
             resolve(build_parser().parse_args([*argv, "--max-failures", bad]))
     with pytest.raises(TeacherError, match="max_failures"):
         TeacherConfig(model="x", max_failures=-1)
+    assert resolve(build_parser().parse_args([*argv, "--pooling", "mean"]))[0].pooling == "mean"
+    assert resolve(build_parser().parse_args(argv))[0].pooling is None  # auto
+    with pytest.raises(SystemExit):
+        resolve(build_parser().parse_args([*argv, "--pooling", "max"]))
 
 
 @pytest.mark.parametrize(
