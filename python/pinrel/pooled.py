@@ -31,6 +31,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .backends.hf import pool
+
 MODEL_TYPE = "pinrel_mean_pooled"
 # What pinrel reads from a classifier's config besides the labels; copied from the encoder's.
 _ENCODER_ATTRS = ("hidden_size", "max_position_embeddings", "vocab_size")
@@ -94,9 +96,7 @@ class MeanPooledClassifier(PreTrainedModel):  # type: ignore[misc]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        logits = self.classifier(self.dropout(pooled))
+        logits = self.classifier(self.dropout(pool(hidden, attention_mask, "mean")))
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.float(), labels.view(-1))

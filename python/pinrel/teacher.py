@@ -92,6 +92,12 @@ def legacy_pooling(decoder: bool) -> str:
     return "last" if decoder else "cls"
 
 
+def manifest_pooling(manifest: Mapping[str, Any]) -> str:
+    """The pooling a teacher's manifest records, or the one it had before pinrel recorded it."""
+    pooling = manifest.get("pooling")
+    return legacy_pooling(bool(manifest.get("decoder"))) if pooling is None else str(pooling)
+
+
 @dataclass
 class TeacherConfig:
     """Everything that decides how a teacher is trained; `from_yaml`/`from_dict` reject unknown keys.
@@ -1294,7 +1300,7 @@ def _current_export(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
 
     def model_part(m: dict[str, Any]) -> dict[str, Any]:
         part = {k: v for k, v in m.items() if k not in _BOOKKEEPING}
-        part.setdefault("pooling", legacy_pooling(bool(m.get("decoder"))))
+        part["pooling"] = manifest_pooling(m)
         part["config"] = _model_settings(m.get("config", {}))
         return part
 
@@ -1332,8 +1338,7 @@ def _export_without_run(out: Path, cfg: TeacherConfig, fp: dict[str, Any]) -> di
     keys = (set(old) | set(new)) - set(_PLACEMENT)
     changed = sorted(k for k in keys if old.get(k) != new.get(k))
     # The same settings can pool otherwise now (pooling: null is decided by the checkpoint).
-    pooled = existing.get("pooling", legacy_pooling(bool(existing.get("decoder"))))
-    if pooled != fp["pooling"] and "pooling" not in changed:
+    if manifest_pooling(existing) != fp["pooling"] and "pooling" not in changed:
         changed.append("pooling")
     data = {"train_sha256": fp["train_data"], "dev_sha256": fp["dev_data"]}
     for key, identity in data.items():

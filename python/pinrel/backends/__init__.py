@@ -73,7 +73,11 @@ def resolve_backend_name(name: str, model_dirs: Sequence[str | os.PathLike[str]]
 
 
 def _hf_folder(path: Path) -> Path:
-    return path / "model" if (path / "pinrel.json").is_file() else path
+    """The Hugging Face folder of a teacher directory, or `path` itself."""
+    from ..predictor import MANIFEST
+    from .vllm import MODEL_SUBDIR
+
+    return path / MODEL_SUBDIR if (path / MANIFEST).is_file() else path
 
 
 def get_backend(name: str, model_dir: str | os.PathLike[str], **kwargs: Any) -> Any:
