@@ -158,6 +158,8 @@ def test_scores_ranks_and_describes_the_model(base_url: str, students: tuple[Pat
         (json.dumps({"query": "x", "items": ITEMS, "top_k": 0}).encode(), 422, "top_k"),
         (json.dumps({"query": "x", "items": [{"title": "a"}] * 11}).encode(), 413, "items"),
         (json.dumps({"query": "x", "items": [{"title": "a" * 501}]}).encode(), 422, "items.0.title"),
+        # Every item and field within its limit, but the body is over max_body_bytes.
+        (json.dumps({"query": "x", "items": [{"title": "a" * 450}] * 10}).encode(), 413, "body"),
         (json.dumps({"query": "  ", "items": ITEMS}).encode(), 422, "query"),
         (json.dumps({"query": "x", "items": [{"id": 1}]}).encode(), 422, "items.0"),
         (json.dumps({"query": "x", "items": [{"id": True, "title": "a"}]}).encode(), 422, "items.0.id"),
@@ -166,7 +168,7 @@ def test_scores_ranks_and_describes_the_model(base_url: str, students: tuple[Pat
 def test_bad_requests_get_4xx_naming_the_field(
     base_url: str, students: tuple[Path, Path], body: bytes, status: int, field: str | None
 ) -> None:
-    deploy(students[0], max_items=10, max_field_chars=500)  # a no-op when already deployed so
+    deploy(students[0], max_items=10, max_field_chars=500, max_body_bytes=4000)  # no-op if deployed so
     got, payload = post(base_url, body)
     assert got == status, payload
     # One shape for every refusal, whether pydantic or a size limit refused it.

@@ -3,12 +3,16 @@ students a replica must refuse. The Ray Serve behaviour itself is in tests/test_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 import pinrel
@@ -21,6 +25,8 @@ from pinrel.serving import (
     check_options,
     model_fingerprint,
     parse_score_request,
+    read_body,
+    score_fused,
 )
 from pinrel.student import StudentConfig, StudentModel, save_student
 
@@ -102,3 +108,61 @@ def test_a_student_that_needs_vectors_is_not_served(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"per-item vector .'emb'.*text fields only"):
         LoadedModel(str(tmp_path / "s"))
+
+
+def _body_app(max_bytes: int) -> TestClient:
+    """A route that reads its body through `read_body`, as the score route does."""
+    app = FastAPI()
+
+    # Annotations are strings in this module (PEP 563): FastAPI resolves `Request` from its globals.
+    @app.post("/echo")
+    async def echo(request: Request) -> JSONResponse:
+        try:
+            body = await read_body(request, max_bytes)
+        except LimitError as e:
+            return JSONResponse(status_code=413, content={"field": e.field, "error": str(e)})
+        return JSONResponse({"size": len(body), "head": body[:8].decode()})
+
+    return TestClient(app)
+
+
+def test_the_body_is_read_only_up_to_its_cap() -> None:
+    client = _body_app(100)
+    assert client.post("/echo", content=b"x" * 100).json() == {"size": 100, "head": "x" * 8}
+    # Declared too long: refused on the header, with the declared size.
+    refused = client.post("/echo", content=b"y" * 101)
+    assert refused.status_code == 413
+    assert refused.json() == {"field": "body", "error": "body: at most 100 bytes, got 101"}
+
+    # Chunked (no Content-Length): counted chunk by chunk, refused at the chunk that passes the cap.
+    def chunks(n: int) -> Any:
+        for _ in range(n):
+            yield b"z" * 40
+
+    assert client.post("/echo", content=chunks(2)).json() == {"size": 80, "head": "z" * 8}
+    refused = client.post("/echo", content=chunks(1000))
+    assert refused.status_code == 413 and refused.json()["error"] == "body: at most 100 bytes, got more"
+    assert check_options({"max_body_bytes": 5})["max_body_bytes"] == 5
+    with pytest.raises(ValueError, match="max_body_bytes: must be an integer >= 1"):
+        check_options({"max_body_bytes": 0})
+
+
+def test_one_failing_request_does_not_fail_the_requests_fused_with_it() -> None:
+    """Serve hands one exception to every request of a failed batch; a fused call that fails is
+    retried request by request, and only the request that fails alone gets an exception."""
+    calls: list[list[str]] = []
+
+    def score_batch(queries: list[str], item_lists: list[Any]) -> list[Any]:
+        calls.append(list(queries))
+        if "bad" in queries:
+            raise RuntimeError("the scorer broke on 'bad'")
+        return [f"{q}:{len(items)}" for q, items in zip(queries, item_lists, strict=True)]
+
+    out = asyncio.run(score_fused(score_batch, ["a", "bad", "c"], [[1], [1, 2], [1, 2, 3]]))
+    assert out[0] == "a:1" and out[2] == "c:3"
+    assert isinstance(out[1], RuntimeError) and "'bad'" in str(out[1])
+    assert calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+    # A batch that works is one call, its results in request order.
+    calls.clear()
+    assert asyncio.run(score_fused(score_batch, ["x", "y"], [[], [0]])) == ["x:0", "y:1"]
+    assert calls == [["x", "y"]]

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "model_path": None,
     "max_items": 1000,
     "max_field_chars": 20_000,
+    # Read before any other check, so it bounds what one request can make a replica hold: 1000 items
+    # of a few KB each fit with room to spare.
+    "max_body_bytes": 16 * 1024 * 1024,
     "max_batch_size": 32,
     "batch_wait_timeout_s": 0.002,
 }
@@ -127,7 +131,7 @@ def check_options(config: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"user_config: unknown field(s) {unknown}; known: {sorted(DEFAULTS)}")
     options = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    for key in ("max_items", "max_field_chars", "max_batch_size"):
+    for key in ("max_items", "max_field_chars", "max_body_bytes", "max_batch_size"):
         if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < 1:
             raise ValueError(f"user_config.{key}: must be an integer >= 1, got {options[key]!r}")
     wait = options["batch_wait_timeout_s"]
@@ -205,6 +209,26 @@ class LoadedModel:
         self.loaded_at = time.time()
 
 
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused (`LimitError` on field `body`) once it passes `max_bytes`.
+
+    A declared Content-Length over the cap is refused before a byte is read; a chunked body (no
+    length declared) or one that sends more than it declared is read only up to the cap, so a
+    client cannot make a replica buffer more than `max_bytes` of it either way.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > max_bytes:
+        raise LimitError("body", f"body: at most {max_bytes} bytes, got {int(declared)}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise LimitError("body", f"body: at most {max_bytes} bytes, got more")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def parse_score_request(body: bytes) -> ScoreRequest:
     """The request body, validated straight from JSON by pydantic-core (one pass, no dict detour).
 
@@ -246,6 +270,30 @@ def _has_text(value: Any) -> bool:
     if isinstance(value, str):
         return bool(value.strip())
     return isinstance(value, list) and any(v.strip() for v in value)
+
+
+async def score_fused(
+    score_batch: Callable[[list[str], list[Any]], list[Any]], queries: list[str], item_lists: list[Any]
+) -> list[Any]:
+    """`score_batch` over requests fused into one call; where that call fails, each request is scored
+    on its own, and a request that fails alone gets its exception in its place in the list.
+
+    Serve's batching hands one exception to every request of a failed batch, so without the retry a
+    single request that breaks the scorer, or a fused batch too big for the device's memory where
+    each request alone fits, would fail every request that happened to arrive with it.
+    """
+    try:
+        # A worker thread, so the loop keeps accepting (and batching) requests meanwhile; the Rust
+        # featurizer and torch both run outside the GIL.
+        return await asyncio.to_thread(score_batch, queries, item_lists)
+    except Exception as e:
+        if len(queries) == 1:
+            return [e]
+        logger.warning("pinrel: a batch of %d requests failed (%r); scoring them one by one", len(queries), e)
+    out: list[Any] = []
+    for query, items in zip(queries, item_lists, strict=True):
+        out.extend(await score_fused(score_batch, [query], [items]))
+    return out
 
 
 def render_response(fingerprint: str, req: ScoreRequest, scores: Any) -> Response:
@@ -416,26 +464,27 @@ class RelevanceService:
             model = requests[idxs[0]][0]
             queries = [requests[i][1] for i in idxs]
             item_lists = [requests[i][2] for i in idxs]
-            # A worker thread, so the loop keeps accepting (and batching) requests meanwhile; the
-            # Rust featurizer and torch both run outside the GIL.
-            scores = await asyncio.to_thread(model.scorer.score_batch, queries, item_lists)
+            scores = await score_fused(model.scorer.score_batch, queries, item_lists)
             for i, s in zip(idxs, scores, strict=True):
                 out[i] = s
         return out
 
     @api.post("/v1/score", response_model=ScoreResponse)
     async def score(self, request: Request) -> Any:
-        req = parse_score_request(await request.body())
+        options = self._options
         try:
-            check_limits(req, self._options["max_items"], self._options["max_field_chars"])
+            req = parse_score_request(await read_body(request, options["max_body_bytes"]))
+            check_limits(req, options["max_items"], options["max_field_chars"])
         except LimitError as e:
             return error_response(
-                413 if e.field == "items" else 422, str(e), [{"field": e.field, "error": str(e)}]
+                413 if e.field in ("items", "body") else 422, str(e), [{"field": e.field, "error": str(e)}]
             )
         model = self._model
         if model is None:
             return JSONResponse(status_code=503, content={"error": "no model loaded"})
         scores = await self.score_pairs((model, req.query, req.items))
+        if isinstance(scores, Exception):
+            raise scores  # this request's own failure (see score_fused)
         return render_response(model.fingerprint, req, scores)
 
     @api.get("/healthz")
