@@ -151,6 +151,15 @@ def test_padding_waste() -> None:
     assert pinrel.padding_waste([0, 0], [[0, 1]]) == 0.0
     assert pinrel.padding_waste(np.array([1, 3]), [np.array([0, 1])]) == pytest.approx(2 / 6)
     expect_error(ValueError, "batches[0]", pinrel.padding_waste, [1, 2, 3], [[0, 5]])
+    # Not a batching: an index counted twice would pad a sequence that is there once.
+    expect_error(
+        ValueError,
+        "batches[1]: index 0 appears twice (first in batches[0])",
+        pinrel.padding_waste,
+        [1, 2],
+        [[0], [0, 1]],
+    )
+    expect_error(ValueError, "batches[0]: index 1 appears twice", pinrel.padding_waste, [1, 2], [[1, 1]])
     # The element is named by its place in `batches` (it was "lengths[0]"), and a wrong type stays a
     # TypeError (it was re-wrapped as a ValueError).
     expect_error(ValueError, "batches[0][0]: must be >= 0", pinrel.padding_waste, [1, 2, 3], [[-1]])

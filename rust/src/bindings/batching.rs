@@ -32,13 +32,28 @@ fn bucket_batches<'py>(
 fn padding_waste(lengths: &Bound<'_, PyAny>, batches: &Bound<'_, PyAny>) -> PyResult<f64> {
     let lengths = counts_arg(lengths, "lengths")?;
     let mut parsed = Vec::new();
+    // Where each index was first seen: a batching holds every sequence once, and one counted twice
+    // would report a waste no real batching has.
+    let mut seen: Vec<Option<usize>> = vec![None; lengths.len()];
     for (b, batch) in sequence(batches, "batches")?.iter().enumerate() {
         let idx = counts_arg(batch, &format!("batches[{b}]"))?;
-        if let Some(&bad) = idx.iter().find(|&&i| i >= lengths.len()) {
-            return Err(value_error(
-                &format!("batches[{b}]"),
-                format!("index {bad} out of range for {} lengths", lengths.len()),
-            ));
+        for &i in &idx {
+            let arg = format!("batches[{b}]");
+            match seen.get(i) {
+                None => {
+                    return Err(value_error(
+                        &arg,
+                        format!("index {i} out of range for {} lengths", lengths.len()),
+                    ))
+                }
+                Some(Some(first)) => {
+                    return Err(value_error(
+                        &arg,
+                        format!("index {i} appears twice (first in batches[{first}])"),
+                    ))
+                }
+                Some(None) => seen[i] = Some(b),
+            }
         }
         parsed.push(idx);
     }
