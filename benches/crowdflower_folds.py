@@ -200,7 +200,8 @@ def over_max_length(d: Path, heldout: Any) -> int:
     """Held-out pairs whose text, as the fold's teacher assembles and tokenizes it, is longer than its
     max_length: the ones it reads cut short (the baselines read every word)."""
     from pinrel.assembly import AssemblySpec
-    from pinrel.teacher import load_tokenizer, pair_texts
+    from pinrel.teacher.data import pair_texts
+    from pinrel.teacher.model import load_tokenizer
 
     m = cq.read_json(d / "teacher" / "pinrel.json")
     tokenizer = load_tokenizer(str(d / "teacher" / "model"), decoder=bool(m["decoder"]))

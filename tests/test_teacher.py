@@ -232,7 +232,7 @@ def test_a_sentence_encoder_trains_a_mean_pooled_head(
 
     from pinrel.backends import get_backend
     from pinrel.backends.hf import HFBackend
-    from pinrel.teacher import inspect_model
+    from pinrel.teacher.config import inspect_model
 
     out, manifest = mean_run
     assert manifest["pooling"] == "mean" and manifest["config"]["pooling"] is None
@@ -274,7 +274,7 @@ def test_vllm_is_not_chosen_for_a_mean_pooled_teacher(
 def test_pooling_is_checked_before_training(
     tmp_path: Path, data: dict[str, Any], bert_model: Path, llama_model: Path
 ) -> None:
-    from pinrel.teacher import inspect_model
+    from pinrel.teacher.config import inspect_model
 
     with pytest.raises(TeacherError, match=r"pooling: expected null \(auto\), 'last', 'cls', 'mean'"):
         config(bert_model, pooling="max")
@@ -582,7 +582,7 @@ def _write_csv(path: Path, text: str) -> Path:
 
 
 def test_training_loss_adds_the_expected_grade_error() -> None:
-    from pinrel.teacher import training_loss
+    from pinrel.teacher.loop import training_loss
 
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 3.0]])
     y = torch.tensor([0, 1])
@@ -600,7 +600,7 @@ def test_training_loss_adds_the_expected_grade_error() -> None:
 
 
 def test_pairwise_loss_orders_pairs_of_one_query_only() -> None:
-    from pinrel.teacher import training_loss
+    from pinrel.teacher.loop import training_loss
 
     logits = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
     y = torch.tensor([0, 2, 1])
@@ -627,7 +627,7 @@ def test_pairwise_loss_orders_pairs_of_one_query_only() -> None:
 
 
 def test_pair_weights_scale_each_term() -> None:
-    from pinrel.teacher import training_loss
+    from pinrel.teacher.loop import training_loss
 
     logits = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
     y = torch.tensor([0, 2, 1])
@@ -655,7 +655,7 @@ def test_pair_weights_scale_each_term() -> None:
 
 
 def test_train_weights_have_mean_one_or_are_absent() -> None:
-    from pinrel.teacher import train_weights
+    from pinrel.teacher.data import train_weights
 
     assert train_weights(synthetic(6, seed=0)) is None
     t = make_records(
@@ -690,7 +690,7 @@ def test_pair_weights_train_past_doubtful_labels(
 
 
 def test_query_batches_hold_one_query_each_and_cover_every_pair() -> None:
-    from pinrel.teacher import epoch_batches, query_batches
+    from pinrel.teacher.data import epoch_batches, query_batches
 
     rng = np.random.default_rng(0)
     groups = rng.integers(0, 30, size=500)
@@ -707,7 +707,7 @@ def test_query_batches_hold_one_query_each_and_cover_every_pair() -> None:
     with pytest.raises(ValueError, match="groups"):
         query_batches(lengths, groups[:10], 16, 1, 0)
     # queries are told apart as the evaluation tells them: query_id, else the normalised text
-    from pinrel.teacher import query_groups
+    from pinrel.teacher.data import query_groups
 
     table = pa.table({"query": ["Red Mug", "red  mug", "lamp", "lamp"], "query_id": [None, None, "a", "b"]})
     g = query_groups(table)
