@@ -19,6 +19,10 @@ from .metrics import grades_problem
 MANIFEST = "pinrel.json"
 # Where a teacher or student directory keeps the Ray Train run it is exported from.
 RUN_DIR = "_ray"
+# A teacher directory's manifest kind, and the folder of its Hugging Face model: what the teacher
+# writes and what the inference backends load.
+TEACHER_KIND = "teacher"
+TEACHER_MODEL_DIR = "model"
 
 
 @runtime_checkable

@@ -74,10 +74,9 @@ def resolve_backend_name(name: str, model_dirs: Sequence[str | os.PathLike[str]]
 
 def _hf_folder(path: Path) -> Path:
     """The Hugging Face folder of a teacher directory, or `path` itself."""
-    from ..predictor import MANIFEST
-    from .vllm import MODEL_SUBDIR
+    from ..predictor import MANIFEST, TEACHER_MODEL_DIR
 
-    return path / MODEL_SUBDIR if (path / MANIFEST).is_file() else path
+    return path / TEACHER_MODEL_DIR if (path / MANIFEST).is_file() else path
 
 
 def get_backend(name: str, model_dir: str | os.PathLike[str], **kwargs: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..predictor import MANIFEST, ModelDirError, read_manifest
+from ..predictor import MANIFEST, TEACHER_KIND, TEACHER_MODEL_DIR, ModelDirError, read_manifest
 from . import dtype_name
 from .hf import BackendStats
 
@@ -29,8 +29,6 @@ INSTALL_HINT = (
     "install it with `pip install 'pinrel[vllm]'` (GPU); on a machine without a GPU build the CPU "
     "environment with `bash tools/vllm_env.sh` and run pinrel from `.venv-vllm`"
 )
-MODEL_SUBDIR = "model"
-TEACHER_KIND = "teacher"
 GPU_MEMORY_UTILIZATION = 0.9
 # On CPU the "GPU memory" fraction sizes the KV cache out of system RAM; 0.9 would starve everything else.
 CPU_MEMORY_UTILIZATION = 0.3
@@ -62,7 +60,7 @@ def resolve_model_dir(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any
             raise ModelDirError(
                 f"{root}: holds a {manifest['kind']!r}; the vLLM backend serves teachers only"
             )
-        folder = root / MODEL_SUBDIR
+        folder = root / TEACHER_MODEL_DIR
     if not (folder / "config.json").is_file():
         raise ModelDirError(
             f"model dir {str(folder)!r} has no config.json; expected a Hugging Face checkpoint"

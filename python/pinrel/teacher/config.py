@@ -18,14 +18,14 @@ from ..assembly import AssemblySpec
 from ..backends.hf import is_decoder_config
 from ..io import read_yaml_mapping
 from ..metrics import grades_problem
-from ..predictor import RUN_DIR
+from ..predictor import RUN_DIR, TEACHER_KIND, TEACHER_MODEL_DIR
 
 # The output directory: the kind its manifest names, Ray's run name and folder in it, and where the
 # merged model and the LoRA adapter go.
-KIND = "teacher"
+KIND = TEACHER_KIND
 RUN_NAME = "teacher"
 RAY_DIR = RUN_DIR
-MODEL_DIR = "model"
+MODEL_DIR = TEACHER_MODEL_DIR
 ADAPTER_DIR = "adapter"
 
 
