@@ -99,9 +99,13 @@ class ScoreResponse(BaseModel):
 
 
 class LimitError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
+    """A request over one of the service's limits; `status` is its HTTP answer (413 where the request
+    is too large as a whole, 422 for one field)."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.field = field
+        self.status = status
 
 
 def model_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -218,13 +222,13 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     """
     declared = request.headers.get("content-length", "")
     if declared.strip().isdigit() and int(declared) > max_bytes:
-        raise LimitError("body", f"body: at most {max_bytes} bytes, got {int(declared)}")
+        raise LimitError("body", f"body: at most {max_bytes} bytes, got {int(declared)}", status=413)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise LimitError("body", f"body: at most {max_bytes} bytes, got more")
+            raise LimitError("body", f"body: at most {max_bytes} bytes, got more", status=413)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -243,7 +247,9 @@ def parse_score_request(body: bytes) -> ScoreRequest:
 
 def check_limits(req: ScoreRequest, max_items: int, max_field_chars: int) -> None:
     if len(req.items) > max_items:
-        raise LimitError("items", f"items: at most {max_items} items per request, got {len(req.items)}")
+        raise LimitError(
+            "items", f"items: at most {max_items} items per request, got {len(req.items)}", status=413
+        )
     if len(req.query) > max_field_chars:
         raise LimitError("query", f"query: at most {max_field_chars} characters, got {len(req.query)}")
     for i, item in enumerate(req.items):
@@ -476,9 +482,7 @@ class RelevanceService:
             req = parse_score_request(await read_body(request, options["max_body_bytes"]))
             check_limits(req, options["max_items"], options["max_field_chars"])
         except LimitError as e:
-            return error_response(
-                413 if e.field in ("items", "body") else 422, str(e), [{"field": e.field, "error": str(e)}]
-            )
+            return error_response(e.status, str(e), [{"field": e.field, "error": str(e)}])
         model = self._model
         if model is None:
             return JSONResponse(status_code=503, content={"error": "no model loaded"})

@@ -36,9 +36,9 @@ fn padding_waste(lengths: &Bound<'_, PyAny>, batches: &Bound<'_, PyAny>) -> PyRe
     // would report a waste no real batching has.
     let mut seen: Vec<Option<usize>> = vec![None; lengths.len()];
     for (b, batch) in sequence(batches, "batches")?.iter().enumerate() {
-        let idx = counts_arg(batch, &format!("batches[{b}]"))?;
+        let arg = format!("batches[{b}]");
+        let idx = counts_arg(batch, &arg)?;
         for &i in &idx {
-            let arg = format!("batches[{b}]");
             match seen.get(i) {
                 None => {
                     return Err(value_error(
