@@ -33,7 +33,8 @@ from safetensors.torch import load_file
 
 import pinrel
 from pinrel import distill as D
-from pinrel.distill import DistillConfig, distill, distill_loss, load_config, scan_labels
+from pinrel.distill import DistillConfig, distill, distill_loss, load_config, loop, scan_labels, shards
+from pinrel.distill import train as driver
 from pinrel.student import Scorer, StudentConfig, StudentModel, featurize
 
 REPO = Path(__file__).resolve().parent.parent
@@ -247,7 +248,7 @@ def test_labeler_shards_with_fixed_size_probs(tmp_path: Path) -> None:
     labels = scan_labels(d)
     assert (labels.grades, labels.rows) == (GRADES, 30)
     student = StudentConfig(grades=GRADES, n_features=2**10, embed_dim=4, hidden=(8,))
-    data = D._table_data(
+    data = loop._table_data(
         pq.read_table(labels.files[0]), pinrel.FeatureHasher(n_features=2**10), None, student
     )
     assert data.probs is not None and data.probs.shape == (10, GRADES)
@@ -326,20 +327,20 @@ def test_grade_weights_scale_to_mean_one_over_labelled_rows() -> None:
         r["weight"], r["label"] = w, 1 + i % GRADES
     table = pa.Table.from_pylist(rows, schema=WEIGHTED_SCHEMA)
     labels = np.array([0, -1, 2, 3, 1, -1], dtype=np.int64)
-    weights = D._grade_weights(table, labels)
+    weights = loop._grade_weights(table, labels)
     raw = np.array([2.0, 1.0, 0.5, 1.0, 1.0, 2.5])
     np.testing.assert_allclose(weights, raw / raw[labels >= 0].mean(), rtol=1e-6)
     assert weights.dtype == np.float32
     # No weight column, or weights that are all 1: exactly ones, so training is unchanged.
     plain = pa.Table.from_pylist(label_rows(2, 3), schema=LABEL_SCHEMA)
-    assert (D._grade_weights(plain, labels) == 1.0).all()
+    assert (loop._grade_weights(plain, labels) == 1.0).all()
     ones = table.set_column(table.schema.get_field_index("weight"), "weight", pa.array([1.0] * 6))
-    assert (D._grade_weights(ones, labels) == 1.0).all()
+    assert (loop._grade_weights(ones, labels) == 1.0).all()
     # What a worker builds from a shard carries them.
     hasher = pinrel.FeatureHasher(n_features=2**10)
     cfg = StudentConfig(grades=GRADES, n_features=hasher.n_features)
-    data = D._table_data(table, hasher, pinrel.AssemblySpec(), cfg)
-    expected = D._grade_weights(table, data.labels)
+    data = loop._table_data(table, hasher, pinrel.AssemblySpec(), cfg)
+    expected = loop._grade_weights(table, data.labels)
     assert not (expected == 1.0).all()
     np.testing.assert_array_equal(data.weights, expected)
 
@@ -388,10 +389,10 @@ def test_optimizer_state_round_trips_without_pickle() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
-    tensors, meta = D._optimizer_files(opt)
+    tensors, meta = loop._optimizer_files(opt)
     json.dumps(meta)  # the non-tensor part is plain JSON
     fresh = torch.optim.AdamW(model.parameters(), lr=0.5)
-    fresh.load_state_dict(D._optimizer_state(tensors, json.loads(json.dumps(meta))))
+    fresh.load_state_dict(loop._optimizer_state(tensors, json.loads(json.dumps(meta))))
     a, b = opt.state_dict(), fresh.state_dict()
     assert a["param_groups"] == b["param_groups"]
     for pid, state in a["state"].items():
@@ -401,8 +402,8 @@ def test_optimizer_state_round_trips_without_pickle() -> None:
 
 def test_dev_split_is_query_disjoint_and_stable() -> None:
     queries = [f"query {i % 50}" for i in range(500)] + ["Query 1", "query  1"]
-    mask = D._dev_fraction_mask(queries, 0.3)
-    np.testing.assert_array_equal(mask, D._dev_fraction_mask(queries, 0.3))
+    mask = shards.dev_fraction_mask(queries, 0.3)
+    np.testing.assert_array_equal(mask, shards.dev_fraction_mask(queries, 0.3))
     by_query: dict[str, set[bool]] = {}
     for q, m in zip(queries, mask, strict=True):
         by_query.setdefault(" ".join(q.lower().split()), set()).add(bool(m))
@@ -412,31 +413,31 @@ def test_dev_split_is_query_disjoint_and_stable() -> None:
 
 def test_every_kind_of_dev_set(labels_dir: Path, tmp_path: Path) -> None:
     cfg = DistillConfig.from_dict(TINY)
-    held_out = D._plan(labels_dir, cfg)
+    held_out = driver._plan(labels_dir, cfg)
     assert held_out.dev_fraction == 0.2 and held_out.train_rows + held_out.dev_rows == 2000
     assert 200 < held_out.dev_rows < 600  # about 20% of the queries, each with 10 pairs
     shards = write_shards(tmp_path / "dev", label_rows(10, 5, seed=1), shards=1)
-    separate = D._plan(labels_dir, dataclasses.replace(cfg, dev=str(shards)))
+    separate = driver._plan(labels_dir, dataclasses.replace(cfg, dev=str(shards)))
     assert separate.dev_set is not None and (separate.train_rows, separate.dev_rows) == (2000, 50)
     csv = tmp_path / "dev.csv"
     csv.write_text("query,title,label\nred mug,red mug,5\nred mug,blue vase,1\nvase,blue vase,4\n")
-    records = D._plan(labels_dir, dataclasses.replace(cfg, dev=str(csv)))
+    records = driver._plan(labels_dir, dataclasses.replace(cfg, dev=str(csv)))
     assert records.dev_table is not None and records.dev_rows == 3
-    assert D._plan(labels_dir, dataclasses.replace(cfg, dev=None)).dev_rows == 0
+    assert driver._plan(labels_dir, dataclasses.replace(cfg, dev=None)).dev_rows == 0
     with pytest.raises(FileNotFoundError, match="neither"):
-        D._plan(labels_dir, dataclasses.replace(cfg, dev=str(tmp_path / "nope.csv")))
+        driver._plan(labels_dir, dataclasses.replace(cfg, dev=str(tmp_path / "nope.csv")))
     # A records dev set has human labels only: accuracy and nDCG, no teacher agreement.
     hasher, spec = pinrel.FeatureHasher(n_features=2**10), pinrel.AssemblySpec()
     student = StudentConfig(grades=GRADES, n_features=2**10, embed_dim=4, hidden=(8,))
-    data = D._table_data(records.dev_table, hasher, spec, student)
-    metrics = D._evaluate(StudentModel(student), data, {"temperature": 2.0}, torch.device("cpu"))
+    data = loop._table_data(records.dev_table, hasher, spec, student)
+    metrics = loop._evaluate(StudentModel(student), data, {"temperature": 2.0}, torch.device("cpu"))
     assert set(metrics) == {"dev_rows", "dev_accuracy", "dev_ndcg@10", "dev_ce"}
     assert 0.0 <= metrics["dev_ndcg@10"] <= 1.0 and metrics["dev_ce"] > 0.0
     # keep_best minimises what each kind of dev set can measure.
-    assert D._select_metric(cfg, held_out) == D._select_metric(cfg, separate) == "dev_loss"
-    assert D._select_metric(cfg, records) == "dev_ce"
-    assert D._select_metric(dataclasses.replace(cfg, keep_best=False), held_out) is None
-    assert D._select_metric(cfg, D._plan(labels_dir, dataclasses.replace(cfg, dev=None))) is None
+    assert driver._select_metric(cfg, held_out) == driver._select_metric(cfg, separate) == "dev_loss"
+    assert driver._select_metric(cfg, records) == "dev_ce"
+    assert driver._select_metric(dataclasses.replace(cfg, keep_best=False), held_out) is None
+    assert driver._select_metric(cfg, driver._plan(labels_dir, dataclasses.replace(cfg, dev=None))) is None
 
 
 @pytest.mark.slow
@@ -621,7 +622,7 @@ def test_damaged_checkpoint_is_refused_before_training(
     def no_training(*args: Any) -> None:
         raise AssertionError("Ray Train started on a damaged checkpoint")
 
-    monkeypatch.setattr(D, "_trainer", no_training)
+    monkeypatch.setattr(driver, "_trainer", no_training)
     with pytest.raises(ValueError, match=r"checkpoint_\S+ is unreadable .*--restart"):
         distill(labels_dir, out, {**TINY, "epochs": 9})
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing touched

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pinrel.records as records_module
+import pinrel.records.checks as records_checks
 from pinrel.records import (
     GRADES_KEY,
     ITEM_FIELDS,
@@ -104,7 +104,7 @@ def test_records_digest_is_about_content(
     tmp_path: Path, table: pa.Table, window: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small hashing windows make batches cross the source's chunk boundaries.
-    monkeypatch.setattr(records_module, "_DIGEST_ROWS", window)
+    monkeypatch.setattr(records_checks, "_DIGEST_ROWS", window)
     digest = records_digest(table)
     assert len(digest) == 64
     # The same rows read back, rechunked or with other schema metadata: the same digest.
