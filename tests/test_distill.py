@@ -299,6 +299,30 @@ def test_other_bad_columns_are_refused(tmp_path: Path) -> None:
         scan_labels(write_shards(tmp_path / "noprobs", label_rows(2, 2), shards=1, schema=schema))
     with pytest.raises(ValueError, match="embedding column 'emb' is missing"):
         scan_labels(write_shards(tmp_path / "ok", label_rows(2, 2), shards=1), embedding_column="emb")
+    one = write_shards(tmp_path / "one", [{**r, "probs": [1.0]} for r in label_rows(2, 2)], shards=1)
+    (one / "manifest.json").unlink()  # a user's own shards: K is the first row's length
+    with pytest.raises(ValueError, match=r"row 0: probs has 1 values; expected at least 2"):
+        scan_labels(one)
+
+
+def test_bad_embedding_columns_are_refused(tmp_path: Path) -> None:
+    schema = LABEL_SCHEMA.append(pa.field("emb", pa.list_(pa.float32())))
+
+    def shards(name: str, vectors: list[Any]) -> Path:
+        rows = [{**r, "emb": v} for r, v in zip(label_rows(2, 3), vectors, strict=True)]
+        return write_shards(tmp_path / name, rows, shards=2, schema=schema)
+
+    ok = scan_labels(shards("ok", [[0.5, 1.0]] * 6), embedding_column="emb")
+    assert ok.extra_dim == 2
+    # the second shard's rows are 3..5: a width fixed by the first shard holds for the next
+    with pytest.raises(ValueError, match=r"part-00001\.parquet: row 4: embedding has 3 values, expected 2"):
+        scan_labels(shards("width", [[0.5, 1.0]] * 4 + [[1.0, 2.0, 3.0], [0.5, 1.0]]), embedding_column="emb")
+    with pytest.raises(ValueError, match=r"row 0: embedding has 0 values; expected at least 1"):
+        scan_labels(shards("empty", [[]] * 6), embedding_column="emb")
+    with pytest.raises(ValueError, match=r"row 2: embedding is null"):
+        scan_labels(shards("null", [[1.0]] * 2 + [None] + [[1.0]] * 3), embedding_column="emb")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        scan_labels(shards("nan", [[1.0]] * 5 + [[float("nan")]]), embedding_column="emb")
 
 
 WEIGHTED_SCHEMA = LABEL_SCHEMA.append(pa.field("weight", pa.float64()))

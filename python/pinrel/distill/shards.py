@@ -53,20 +53,33 @@ def _columns(schema: pa.Schema, where: str, extra: str | None) -> list[str]:
     return required + items + optional + ([extra] if extra else [])
 
 
+def _row_width(
+    arr: pa.Array, width: int | None, where: str, offset: int, what: str, expected: str, minimum: int
+) -> int | None:
+    """The one length of a list column's rows (`width` when earlier batches fixed it), after refusing
+    null rows, a length under `minimum` and rows of another length; None for an empty batch."""
+    if arr.null_count:
+        raise ValueError(f"{where}: row {offset + _first_true(arr.is_null())}: {what} is null")
+    lengths = list_lengths(arr)
+    if len(arr) == 0:
+        return None
+    want = int(lengths[0]) if width is None else width
+    if want < minimum:
+        raise ValueError(f"{where}: row {offset}: {what} has {want} values; expected at least {minimum}")
+    if (lengths != want).any():
+        i = int(np.argmax(lengths != want))
+        raise ValueError(
+            f"{where}: row {offset + i}: {what} has {lengths[i]} values, expected {expected}{want}"
+        )
+    return want
+
+
 def _check_probs(col: pa.ChunkedArray, k: int | None, where: str, offset: int) -> int:
     """K of this batch's soft labels, after checking lengths, finiteness and that rows sum to 1."""
     arr = col.combine_chunks()
-    if arr.null_count:
-        raise ValueError(f"{where}: row {offset + _first_true(arr.is_null())}: probs is null")
-    lengths = list_lengths(arr)
-    if len(arr) == 0:
+    want = _row_width(arr, k, where, offset, "probs", "K=", minimum=2)
+    if want is None:
         return k or 0
-    want = int(lengths[0]) if k is None else k
-    if (lengths != want).any():
-        i = int(np.argmax(lengths != want))
-        raise ValueError(f"{where}: row {offset + i}: probs has {lengths[i]} values, expected K={want}")
-    if want < 2:
-        raise ValueError(f"{where}: probs has {want} values per row; K must be >= 2")
     p = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(arr), want)
     bad = ~np.isfinite(p).all(axis=1) | (p < 0).any(axis=1) | (np.abs(p.sum(axis=1) - 1) > _PROB_TOLERANCE)
     if bad.any():
@@ -116,15 +129,9 @@ def _check_extra(col: pa.ChunkedArray, dim: int | None, where: str, offset: int)
     arr = col.combine_chunks()
     if not is_list_type(arr.type):
         raise ValueError(f"{where}: embedding column should be list<float>, got {arr.type}")
-    if arr.null_count:
-        raise ValueError(f"{where}: row {offset + _first_true(arr.is_null())}: embedding is null")
-    lengths = list_lengths(arr)
-    if len(arr) == 0:
+    want = _row_width(arr, dim, where, offset, "embedding", "", minimum=1)
+    if want is None:
         return dim or 0
-    want = int(lengths[0]) if dim is None else dim
-    if want < 1 or (lengths != want).any():
-        i = int(np.argmax(lengths != want)) if want >= 1 else 0
-        raise ValueError(f"{where}: row {offset + i}: embedding has {lengths[i]} values, expected {want}")
     v = arr.flatten().to_numpy(zero_copy_only=False)
     if not np.isfinite(v.astype(np.float64)).all():
         raise ValueError(f"{where}: the embedding column holds NaN or infinite values")
