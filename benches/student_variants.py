@@ -21,8 +21,9 @@ First run (default split and teacher; ~2 min per variant on 2 CPUs): the `defaul
 quality bench's student again to the last digit (accuracy 0.578, nDCG@10 0.791). No variant reached
 hashed LR's accuracy (0.605): teacher soft labels only 0.582, human grades 4x heavier 0.587,
 temperature 1 0.581, lr 5e-4 0.589, and a 16-dim / 64-unit model 0.598 but with macro-F1 down from
-0.306 to 0.208 (a sign it predicts the common grades more often); nDCG@10 stayed at 0.787-0.794 and Spearman at
-0.330-0.340 in all six (teacher 0.534). Every run but lr_low (epoch 4) kept epoch 1 or 2 of 10.
+0.306 to 0.208 (a sign it predicts the common grades more often); nDCG@10 stayed at 0.787-0.794 and
+Spearman at 0.330-0.340 in all six (teacher 0.534). Every run but lr_low (epoch 4) kept epoch 1 or 2
+of 10.
 """
 
 from __future__ import annotations
