@@ -346,11 +346,15 @@ def student_done(out: Path, args: argparse.Namespace) -> bool:
     return m.get("kind") == "student" and len(m.get("history") or []) == args.distill_epochs
 
 
-def distill_stage(args: argparse.Namespace, labels: Path, out: Path) -> dict[str, Any]:
+def distill_stage(
+    args: argparse.Namespace, labels: Path, out: Path, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The bench's student; `overrides` (DistillConfig fields) change it (benches/student_variants.py)."""
     from pinrel.distill import distill
 
     ensure_ray()
-    return distill(labels, out, {"workers": 2, "epochs": args.distill_epochs, "seed": args.seed, "dev": 0.1})
+    config = {"workers": 2, "epochs": args.distill_epochs, "seed": args.seed, "dev": 0.1}
+    return distill(labels, out, {**config, **(overrides or {})})
 
 
 # ------------------------------------------------------------------------------------ speed and quality

@@ -61,25 +61,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def log(msg: str) -> None:
-    cq.log(msg)
-
-
-def student_complete(d: Path, epochs: int) -> bool:
-    f = d / "pinrel.json"
-    if not f.is_file():
-        return False
-    m = json.loads(f.read_text(encoding="utf-8"))
-    return m.get("kind") == "student" and len(m.get("history") or []) == epochs
-
-
-def distill_variant(labels: Path, out: Path, overrides: dict[str, Any], epochs: int, seed: int) -> None:
-    from pinrel.distill import distill
-
-    cq.ensure_ray()
-    distill(labels, out, {"workers": 2, "epochs": epochs, "seed": seed, "dev": 0.1, **overrides})
-
-
 def heldout_metrics(student_dir: Path, heldout: Any, teacher_probs: np.ndarray) -> dict[str, Any]:
     from pinrel import metrics
     from pinrel.student import Scorer
@@ -135,17 +116,17 @@ def main(argv: list[str] | None = None) -> int:
             what, overrides = VARIANTS[name]
             d = root / name
             t0 = time.perf_counter()
-            if student_complete(d, args.distill_epochs):
-                log(f"=== {name}: student complete, reused")
+            if cq.student_done(d, args):
+                cq.log(f"=== {name}: student complete, reused")
             else:
-                log(f"=== {name}: distilling ({what})")
-                distill_variant(labels, d, overrides, args.distill_epochs, args.seed)
+                cq.log(f"=== {name}: distilling ({what})")
+                cq.distill_stage(args, labels, d, overrides)
             rows[name] = {"changes": what, "overrides": overrides, "seconds": time.perf_counter() - t0}
     finally:
         cq.stop_ray()
     for name in names:
         rows[name].update(heldout_metrics(root / name, heldout, teacher_probs))
-        log(f"{name}: {json.dumps({k: rows[name][k] for k in (*METRICS, 'teacher_agreement')})}")
+        cq.log(f"{name}: {json.dumps({k: rows[name][k] for k in (*METRICS, 'teacher_agreement')})}")
 
     ref = {"teacher": reference["model"], "hashed LR": reference["baselines"]["hashed_lr"]}
     lines = [
@@ -168,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         root / "results.json", json.dumps({"variants": rows, "reference": ref}, indent=2) + "\n"
     )
     print("\n" + md, flush=True)
-    log(f"results in {root}/results.md and results.json")
+    cq.log(f"results in {root}/results.md and results.json")
     return 0
 
 

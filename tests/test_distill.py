@@ -33,7 +33,8 @@ from safetensors.torch import load_file
 
 import pinrel
 from pinrel import distill as D
-from pinrel.distill import DistillConfig, distill, distill_loss, load_config, loop, scan_labels, shards
+from pinrel.distill import DistillConfig, distill, distill_loss, load_config, loop, scan_labels
+from pinrel.distill import shards as label_shards
 from pinrel.distill import train as driver
 from pinrel.student import Scorer, StudentConfig, StudentModel, featurize
 
@@ -308,21 +309,22 @@ def test_other_bad_columns_are_refused(tmp_path: Path) -> None:
 def test_bad_embedding_columns_are_refused(tmp_path: Path) -> None:
     schema = LABEL_SCHEMA.append(pa.field("emb", pa.list_(pa.float32())))
 
-    def shards(name: str, vectors: list[Any]) -> Path:
+    def with_vectors(name: str, vectors: list[Any]) -> Path:
         rows = [{**r, "emb": v} for r, v in zip(label_rows(2, 3), vectors, strict=True)]
         return write_shards(tmp_path / name, rows, shards=2, schema=schema)
 
-    ok = scan_labels(shards("ok", [[0.5, 1.0]] * 6), embedding_column="emb")
+    ok = scan_labels(with_vectors("ok", [[0.5, 1.0]] * 6), embedding_column="emb")
     assert ok.extra_dim == 2
     # the second shard's rows are 3..5: a width fixed by the first shard holds for the next
     with pytest.raises(ValueError, match=r"part-00001\.parquet: row 4: embedding has 3 values, expected 2"):
-        scan_labels(shards("width", [[0.5, 1.0]] * 4 + [[1.0, 2.0, 3.0], [0.5, 1.0]]), embedding_column="emb")
+        wide = with_vectors("width", [[0.5, 1.0]] * 4 + [[1.0, 2.0, 3.0], [0.5, 1.0]])
+        scan_labels(wide, embedding_column="emb")
     with pytest.raises(ValueError, match=r"row 0: embedding has 0 values; expected at least 1"):
-        scan_labels(shards("empty", [[]] * 6), embedding_column="emb")
+        scan_labels(with_vectors("empty", [[]] * 6), embedding_column="emb")
     with pytest.raises(ValueError, match=r"row 2: embedding is null"):
-        scan_labels(shards("null", [[1.0]] * 2 + [None] + [[1.0]] * 3), embedding_column="emb")
+        scan_labels(with_vectors("null", [[1.0]] * 2 + [None] + [[1.0]] * 3), embedding_column="emb")
     with pytest.raises(ValueError, match="NaN or infinite"):
-        scan_labels(shards("nan", [[1.0]] * 5 + [[float("nan")]]), embedding_column="emb")
+        scan_labels(with_vectors("nan", [[1.0]] * 5 + [[float("nan")]]), embedding_column="emb")
 
 
 WEIGHTED_SCHEMA = LABEL_SCHEMA.append(pa.field("weight", pa.float64()))
@@ -426,8 +428,8 @@ def test_optimizer_state_round_trips_without_pickle() -> None:
 
 def test_dev_split_is_query_disjoint_and_stable() -> None:
     queries = [f"query {i % 50}" for i in range(500)] + ["Query 1", "query  1"]
-    mask = shards.dev_fraction_mask(queries, 0.3)
-    np.testing.assert_array_equal(mask, shards.dev_fraction_mask(queries, 0.3))
+    mask = label_shards.dev_fraction_mask(queries, 0.3)
+    np.testing.assert_array_equal(mask, label_shards.dev_fraction_mask(queries, 0.3))
     by_query: dict[str, set[bool]] = {}
     for q, m in zip(queries, mask, strict=True):
         by_query.setdefault(" ".join(q.lower().split()), set()).add(bool(m))
