@@ -58,6 +58,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"student": {"embed_dim": 16, "hidden": [64], "dropout": 0.1}},
     ),
     "lr_low": ("a quarter of the learning rate (5e-4)", {"lr": 5e-4}),
+    "select_by_grades": (
+        "the epoch chosen by cross-entropy on the dev queries' human grades, not by the dev loss",
+        {"keep_best_by": "dev_ce"},
+    ),
+    "last_epoch": ("no epoch selection: the student after all 10 epochs", {"keep_best": False}),
 }
 
 

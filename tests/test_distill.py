@@ -200,6 +200,8 @@ def test_config_rejects_unknown_and_bad_keys(tmp_path: Path) -> None:
         {"dev": 1.5},
         {"epochs": 1.5},
         {"gpu": "yes"},
+        {"keep_best_by": "dev_accuracy"},
+        {"keep_best_by": 1},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DistillConfig.from_dict(bad)
@@ -464,6 +466,26 @@ def test_every_kind_of_dev_set(labels_dir: Path, tmp_path: Path) -> None:
     assert driver._select_metric(cfg, records) == "dev_ce"
     assert driver._select_metric(dataclasses.replace(cfg, keep_best=False), held_out) is None
     assert driver._select_metric(cfg, driver._plan(labels_dir, dataclasses.replace(cfg, dev=None))) is None
+    # keep_best_by: dev_ce picks by the human grades on label shards too; a metric the dev set cannot
+    # measure is refused (distill asks before training).
+    assert 0 < held_out.dev_labeled < held_out.dev_rows and records.dev_labeled == 3
+    assert separate.dev_labeled == separate.dev_set.labeled > 0
+    by_ce = dataclasses.replace(cfg, keep_best_by="dev_ce")
+    assert driver._select_metric(by_ce, held_out) == driver._select_metric(by_ce, records) == "dev_ce"
+    with pytest.raises(ValueError, match="keep_best_by=dev_loss: a records-file dev set has human grades"):
+        driver._select_metric(dataclasses.replace(cfg, keep_best_by="dev_loss"), records)
+    unlabeled = [{**r, "label": None} for r in label_rows(10, 5, seed=2)]
+    unlabeled_dir = write_shards(tmp_path / "unlabeled", unlabeled, shards=1)
+    no_grades = driver._plan(labels_dir, dataclasses.replace(cfg, dev=str(unlabeled_dir)))
+    assert no_grades.dev_labeled == 0
+    assert driver._select_metric(cfg, no_grades) == "dev_loss"
+    with pytest.raises(ValueError, match="keep_best_by=dev_ce: needs human grades in the dev set, and none"):
+        driver._select_metric(by_ce, no_grades)
+    ungraded_csv = tmp_path / "ungraded.csv"
+    ungraded_csv.write_text("query,title\nred mug,red mug\n")
+    ungraded = driver._plan(labels_dir, dataclasses.replace(cfg, dev=str(ungraded_csv)))
+    with pytest.raises(ValueError, match=r"keep_best \(by dev_ce\): needs human grades .* its 1 rows"):
+        driver._select_metric(cfg, ungraded)
 
 
 @pytest.mark.slow

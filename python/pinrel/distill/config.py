@@ -23,6 +23,9 @@ DEFAULT_HASHER: dict[str, Any] = {
 DEFAULT_STUDENT: dict[str, Any] = {"embed_dim": 64, "hidden": [256, 128], "dropout": 0.1}
 _STUDENT_KEYS = ("embed_dim", "hidden", "dropout")
 TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "temperature", "label_weight", "seed")
+# What keep_best can minimise: the dev loss (KL to the teacher's soft labels, the training objective)
+# or the cross-entropy on the dev set's human grades.
+KEEP_BEST_METRICS = ("dev_loss", "dev_ce")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class DistillConfig:
     # rather than the last: with hashed-feature tables of millions of weights and tens of
     # thousands of pairs, later epochs can overfit. False: the last epoch.
     keep_best: bool = True
+    # Which dev metric keep_best minimises (KEEP_BEST_METRICS); None: dev_loss where the dev set has the
+    # teacher's probabilities (label shards), dev_ce for a records file, which has human grades only.
+    keep_best_by: str | None = None
     embedding_column: str | None = None
     hasher: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HASHER))
     student: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STUDENT))
@@ -74,6 +80,10 @@ class DistillConfig:
         check_int(self.seed, "seed", 0)
         check_int(self.max_failures, "max_failures", 0)
         check_int(self.checkpoints_to_keep, "checkpoints_to_keep", 1)
+        if self.keep_best_by is not None and self.keep_best_by not in KEEP_BEST_METRICS:
+            raise ValueError(
+                f"keep_best_by: expected one of {list(KEEP_BEST_METRICS)} or null, got {self.keep_best_by!r}"
+            )
         self._check_dev()
         self._check_sections()
 

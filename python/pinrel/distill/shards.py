@@ -206,9 +206,15 @@ def keep_split(batch: pa.Table, fraction: float, dev: bool) -> pa.Table:
     return batch.filter(pa.array(mask if dev else ~mask))
 
 
-def count_dev(files: list[str], fraction: float) -> int:
-    n = 0
+def count_dev(files: list[str], fraction: float) -> tuple[int, int]:
+    """Rows of the held-out queries, and how many of them carry a human grade."""
+    n = labeled = 0
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=65536, columns=["query"]):
-            n += int(dev_fraction_mask(batch.column(0).to_pylist(), fraction).sum())
-    return n
+        shard = pq.ParquetFile(f)
+        columns = ["query", "label"] if "label" in shard.schema_arrow.names else ["query"]
+        for batch in shard.iter_batches(batch_size=65536, columns=columns):
+            mask = dev_fraction_mask(batch.column(0).to_pylist(), fraction)
+            n += int(mask.sum())
+            if len(columns) == 2:
+                labeled += int((mask & batch.column(1).is_valid().to_numpy(zero_copy_only=False)).sum())
+    return n, labeled

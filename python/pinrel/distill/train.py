@@ -87,20 +87,21 @@ class _Plan:
     dev_fraction: float | None  # held-out queries of the training shards
     train_rows: int
     dev_rows: int
+    dev_labeled: int  # dev rows with a human grade
 
 
 def _plan(labels_dir: Path, cfg: DistillConfig) -> _Plan:
     labels = scan_labels(labels_dir, cfg.embedding_column)
     dev = cfg.dev
     if dev is None:
-        return _Plan(labels, None, None, None, labels.rows, 0)
+        return _Plan(labels, None, None, None, labels.rows, 0, 0)
     if not isinstance(dev, str):
-        n_dev = count_dev(labels.files, float(dev))
+        n_dev, n_labeled = count_dev(labels.files, float(dev))
         if n_dev == 0 or n_dev == labels.rows:
             raise ValueError(
                 f"dev={dev}: holding out that fraction of queries leaves {n_dev} of {labels.rows} rows"
             )
-        return _Plan(labels, None, None, float(dev), labels.rows - n_dev, n_dev)
+        return _Plan(labels, None, None, float(dev), labels.rows - n_dev, n_dev, n_labeled)
     path = Path(dev)
     if path.is_dir():
         dev_set = scan_labels(path, cfg.embedding_column)
@@ -108,11 +109,12 @@ def _plan(labels_dir: Path, cfg: DistillConfig) -> _Plan:
             raise ValueError(
                 f"dev shards have K={dev_set.grades} but the training shards have K={labels.grades}"
             )
-        return _Plan(labels, dev_set, None, None, labels.rows, dev_set.rows)
+        return _Plan(labels, dev_set, None, None, labels.rows, dev_set.rows, dev_set.labeled)
     if not path.is_file():
         raise FileNotFoundError(f"dev: {dev!r} is neither a fraction, a label-shard dir nor a records file")
     table = scan_dev_records(path, labels.grades, cfg.embedding_column)
-    return _Plan(labels, None, table, None, labels.rows, table.num_rows)
+    labeled = table.num_rows - table.column("label").null_count if "label" in table.column_names else 0
+    return _Plan(labels, None, table, None, labels.rows, table.num_rows, labeled)
 
 
 def _datasets(plan: _Plan) -> dict[str, Any]:
@@ -219,15 +221,27 @@ def _check_checkpoint(storage: Path) -> None:
 
 
 def _select_metric(cfg: DistillConfig, plan: _Plan) -> str | None:
-    """The dev metric keep_best minimises, or None to keep the last epoch.
+    """The dev metric keep_best minimises, or None to keep the last epoch; refuses one the dev set
+    cannot measure, before any training.
 
     Label shards carry the teacher's probabilities, so the dev loss (KL to the teacher, the
     training objective) is available; a records file has human grades only, hence their
-    cross-entropy.
+    cross-entropy. `keep_best_by: dev_ce` picks the epoch by the human grades on label shards too.
     """
     if not cfg.keep_best or plan.dev_rows == 0:
         return None
-    return "dev_ce" if plan.dev_table is not None else "dev_loss"
+    has_teacher = plan.dev_table is None
+    metric = cfg.keep_best_by or ("dev_loss" if has_teacher else "dev_ce")
+    what = f"keep_best_by={metric}" if cfg.keep_best_by else f"keep_best (by {metric})"
+    if metric == "dev_loss" and not has_teacher:
+        raise ValueError(
+            f"{what}: a records-file dev set has human grades only, no teacher probabilities; use dev_ce"
+        )
+    if metric == "dev_ce" and plan.dev_labeled == 0:
+        raise ValueError(
+            f"{what}: needs human grades in the dev set, and none of its {plan.dev_rows} rows has one"
+        )
+    return metric
 
 
 def _checkpoint_config(cfg: DistillConfig, plan: _Plan) -> Any:
