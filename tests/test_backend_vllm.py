@@ -31,6 +31,8 @@ VLLM_PYTHON = VLLM_VENV / "bin" / "python"
 # A venv named by PINREL_VLLM_VENV may come from elsewhere, so only the subprocess's imports judge that one.
 VLLM_STAMP = VLLM_VENV / ".pinrel-vllm-env"
 VLLM_BUILT_HERE = "PINREL_VLLM_VENV" not in os.environ
+# Where tools/vllm_env.sh leaves the reason its last build failed.
+VLLM_ERROR = VLLM_VENV.with_name(VLLM_VENV.name + ".error")
 # The subprocess exits with this when `import vllm` fails there, so the test can skip instead of failing.
 NO_VLLM = 77
 MAX_LENGTH = 48
@@ -111,6 +113,8 @@ def test_the_vllm_env_script_will_not_fill_the_disk(tmp_path: Path) -> None:
     assert f"needs about 1000000 GB free at {tmp_path.resolve()}" in proc.stderr
     assert "vLLM tests will skip" in proc.stderr
     assert not venv.exists()
+    # The reason stays beside where the venv would be, for the vLLM tests' skip message.
+    assert "needs about 1000000 GB free" in (tmp_path / "venv.error").read_text()
 
 
 # ------------------------------------------------------------------------------ vLLM in its own venv
@@ -186,12 +190,19 @@ def _vllm_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def vllm_run(teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, np.ndarray]]:
+    failed = (
+        f"; its build failed: {VLLM_ERROR.read_text(errors='replace')[:1000].strip()}"
+        if VLLM_ERROR.is_file()
+        else ""
+    )
     if not VLLM_PYTHON.is_file():
-        pytest.skip(f"no vLLM venv at {VLLM_VENV} (build it with `make vllm-env` or tools/vllm_env.sh)")
+        pytest.skip(
+            f"no vLLM venv at {VLLM_VENV} (build it with `make vllm-env` or tools/vllm_env.sh){failed}"
+        )
     if VLLM_BUILT_HERE and not VLLM_STAMP.is_file():
         pytest.skip(
             f"the vLLM venv at {VLLM_VENV} is unfinished: tools/vllm_env.sh stopped before its last check "
-            "(its output in `make test` says why; `make vllm-env` retries)"
+            f"(`make vllm-env` retries){failed}"
         )
     out = tmp_path_factory.mktemp("vllm-out") / "out.npz"
     started = time.perf_counter()

@@ -28,6 +28,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 VENV=$(realpath -m "$VENV")
 VPY="$VENV/bin/python"
+# Why the last build failed, beside the venv (which a failure may remove): the vLLM tests' skip message
+# quotes it, since a CI log often keeps only pytest's tail.
+ERROR_FILE="$VENV.error"
 START=$SECONDS
 
 say() { printf '[vllm-env %3ds] %s\n' "$((SECONDS - START))" "$*"; }
@@ -38,8 +41,11 @@ free_gb() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { printf "%.1f", $4 / 1048576
 BUILDING=0
 die() {
     trap - ERR
+    local free
+    free=$(free_gb "$(dirname "$VENV")")
     printf '[vllm-env] ERROR: %s\n' "$*" >&2
-    printf '[vllm-env] free disk at %s: %s GB\n' "$(dirname "$VENV")" "$(free_gb "$(dirname "$VENV")")" >&2
+    printf '[vllm-env] free disk at %s: %s GB\n' "$(dirname "$VENV")" "$free" >&2
+    printf '%s (free disk: %s GB)\n' "$*" "$free" >"$ERROR_FILE" 2>/dev/null || true
     if [[ $BUILDING == 1 && -d "$VENV" ]]; then
         rm -rf "$VENV" && printf '[vllm-env] removed the unfinished venv %s\n' "$VENV" >&2
     fi
@@ -67,6 +73,7 @@ if [[ "$FORCE" != 1 && -x "$VPY" && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" 
     if [[ -z "$CHANGED" ]] && "$VPY" -c 'import importlib.util as u, sys; sys.exit(not u.find_spec("pinrel"))'
     then
         say "$VENV already has $WANT and this checkout's pinrel; nothing to do (PINREL_VLLM_FORCE=1 rebuilds)"
+        rm -f "$ERROR_FILE"
         exit 0
     fi
     say "$VENV already has $WANT; reinstalling pinrel (sources changed: ${CHANGED:-pinrel missing})"
@@ -222,4 +229,5 @@ print(f"[vllm-env] python {sys.version.split()[0]}, torch {torch.__version__}, v
       f"pinrel {pinrel.__version__}")
 EOF
 echo "$WANT" >"$STAMP"
+rm -f "$ERROR_FILE"
 say "done: $VENV is ready"
