@@ -103,13 +103,9 @@ install_vllm() {
             die "building the vLLM venv needs about $need_gb GB free at $parent, there are $have_gb GB" \
                 "(PINREL_VLLM_MIN_FREE_GB changes the threshold)"
         fi
-        if [[ ! -e "$VENV" ]]; then  # never remove a folder this script did not make
-            BUILDING=1
-            run "$PYTHON" -m venv "$VENV"
-            touch "$VENV/.pinrel-vllm-made"
-        else
-            run "$PYTHON" -m venv "$VENV"
-        fi
+        [[ -e "$VENV" ]] || BUILDING=1  # never remove a folder this script did not make
+        run "$PYTHON" -m venv "$VENV"
+        [[ $BUILDING == 0 ]] || touch "$VENV/.pinrel-vllm-made"
     elif [[ -f "$VENV/.pinrel-vllm-made" ]]; then
         BUILDING=1  # made by an earlier run of this script
     fi

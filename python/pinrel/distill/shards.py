@@ -211,10 +211,11 @@ def count_dev(files: list[str], fraction: float) -> tuple[int, int]:
     n = labeled = 0
     for f in files:
         shard = pq.ParquetFile(f)
-        columns = ["query", "label"] if "label" in shard.schema_arrow.names else ["query"]
+        graded = "label" in shard.schema_arrow.names
+        columns = ["query", "label"] if graded else ["query"]
         for batch in shard.iter_batches(batch_size=65536, columns=columns):
-            mask = dev_fraction_mask(batch.column(0).to_pylist(), fraction)
+            mask = dev_fraction_mask(batch.column("query").to_pylist(), fraction)
             n += int(mask.sum())
-            if len(columns) == 2:
-                labeled += int((mask & batch.column(1).is_valid().to_numpy(zero_copy_only=False)).sum())
+            if graded:
+                labeled += int((mask & batch.column("label").is_valid().to_numpy(zero_copy_only=False)).sum())
     return n, labeled
